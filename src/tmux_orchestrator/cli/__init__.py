@@ -1,0 +1,55 @@
+"""``tmo``: the command line, thin over :class:`tmux_orchestrator.Orchestrator`.
+
+Exit codes: 0 success, 1 failure (unknown project, refused change, daemon problem), 2 bad usage.
+Every error is one line on stderr: ``tmo: error: <what was wrong and how to fix it>``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import traceback
+
+import click
+
+from tmux_orchestrator.cli.app import cli
+from tmux_orchestrator.errors import OrchestratorError
+
+# Importing the command modules registers their commands on ``cli``.
+from tmux_orchestrator.cli import daemon as _daemon  # noqa: F401, E402
+from tmux_orchestrator.cli import demo as _demo  # noqa: F401, E402
+from tmux_orchestrator.cli import doctor as _doctor  # noqa: F401, E402
+from tmux_orchestrator.cli import events as _events  # noqa: F401, E402
+from tmux_orchestrator.cli import projects as _projects  # noqa: F401, E402
+from tmux_orchestrator.cli import sessions as _sessions  # noqa: F401, E402
+
+__all__ = ["cli", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``tmo`` and ``tmux-orchestrator``."""
+    try:
+        code = cli.main(args=argv, prog_name="tmo", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("tmo: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OrchestratorError as exc:
+        click.echo(f"tmo: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    except (sqlite3.Error, OSError) as exc:
+        click.echo(f"tmo: error: {exc}", err=True)
+        if os.environ.get("TMO_DEBUG"):
+            traceback.print_exc()
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

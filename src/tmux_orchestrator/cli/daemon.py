@@ -1,0 +1,117 @@
+"""``tmo daemon run|start|stop|status|install-systemd``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json
+from tmux_orchestrator.daemon import Daemon
+from tmux_orchestrator.errors import DaemonNotRunning
+from tmux_orchestrator.logs import setup_logging
+from tmux_orchestrator.service import (
+    DaemonStatus,
+    daemon_pid,
+    start_daemon,
+    stop_daemon,
+    systemd_unit,
+)
+
+
+@cli.group()
+def daemon() -> None:
+    """Run or control the queue daemon of this home (one per home)."""
+
+
+@daemon.command()
+@click.option("--concurrency", "-c", type=click.IntRange(min=1),
+              help="Projects running at once (stored; default: the stored value, else 1).")
+@click.option("--log-json", is_flag=True, help="Write scheduler.log as JSON lines.")
+@click.option("--quiet", "-q", is_flag=True, help="Log to scheduler.log only, not stderr.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--ready-fd", type=int, hidden=True)
+@pass_context
+def run(ctx: Context, concurrency: int | None, log_json: bool, quiet: bool, log_level: str,
+        ready_fd: int | None) -> None:
+    """Run the daemon in the foreground (for systemd and terminals); Ctrl-C stops it."""
+    settings = ctx.settings
+    settings.ensure_dirs()
+    setup_logging(settings.scheduler_log, level=log_level, json_lines=log_json, stderr=not quiet)
+    Daemon(ctx.orch, concurrency=concurrency, ready_fd=ready_fd).run()
+
+
+@daemon.command()
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Projects running at once.")
+@pass_context
+def start(ctx: Context, concurrency: int | None) -> None:
+    """Start the daemon in the background; returns once it is ready."""
+    pid = start_daemon(ctx.settings, concurrency=concurrency)
+    click.echo(f"daemon started (pid {pid}); log: {ctx.settings.scheduler_log}")
+
+
+@daemon.command()
+@pass_context
+def stop(ctx: Context) -> None:
+    """Stop the daemon (running projects keep running; the next daemon adopts them)."""
+    pid = stop_daemon(ctx.settings)
+    click.echo(f"daemon stopped (pid {pid})")
+
+
+@daemon.command()
+@json_option
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Show whether the daemon runs, its concurrency and the queue counts; exit 3 if stopped."""
+    settings = ctx.settings
+    store = ctx.orch.store
+    pid = daemon_pid(settings)
+    info = DaemonStatus(
+        running=pid is not None,
+        pid=pid,
+        home=str(settings.home),
+        socket=str(settings.socket_path),
+        database=settings.database_url,
+        concurrency=int(store.get_setting("concurrency", "1") or 1),
+        paused=store.get_setting("paused", "0") == "1",
+        started_at=store.get_setting("daemon.started_at") if pid else None,
+        counts=store.counts(),
+    )
+    if as_json:
+        print_json(info.to_dict())
+    else:
+        state = f"running (pid {pid}, since {info.started_at})" if pid else "not running"
+        click.echo(f"daemon:      {state}")
+        click.echo(f"concurrency: {info.concurrency}{' (queue paused)' if info.paused else ''}")
+        click.echo("projects:    " + ", ".join(f"{v} {k}" for k, v in info.counts.items()))
+        click.echo(f"home:        {info.home}")
+        click.echo(f"tmux socket: {info.socket}")
+    if pid is None:
+        raise click.exceptions.Exit(3)
+
+
+@daemon.command("install-systemd")
+@click.option("--user", is_flag=True, help="Install a user unit (~/.config/systemd/user).")
+@click.option("--print", "print_only", is_flag=True, help="Only print the unit.")
+@pass_context
+def install_systemd(ctx: Context, user: bool, print_only: bool) -> None:
+    """Write a systemd unit that runs the daemon (KillMode=process keeps projects alive)."""
+    unit = systemd_unit(ctx.settings, user=user)
+    if print_only:
+        click.echo(unit, nl=False)
+        return
+    base = (Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
+            if user else Path("/etc/systemd/system"))
+    path = base / "tmux-orchestrator.service"
+    base.mkdir(parents=True, exist_ok=True)
+    path.write_text(unit)
+    flag = " --user" if user else ""
+    click.echo(f"wrote {path}\nenable and start it with:\n"
+               f"  systemctl{flag} daemon-reload\n  systemctl{flag} enable --now tmux-orchestrator")
+    if user:
+        click.echo("  loginctl enable-linger $USER   # keep it running after you log out")
+
+
+__all__ = ["DaemonNotRunning", "daemon", "daemon_pid"]

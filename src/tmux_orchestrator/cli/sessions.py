@@ -1,0 +1,126 @@
+"""Session commands: sessions, cleanup, attach, logs."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+import click
+
+from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json, print_table
+from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
+from tmux_orchestrator.project import ProjectStatus
+from tmux_orchestrator.reconcile import classify_sessions
+
+
+@cli.command()
+@json_option
+@pass_context
+def sessions(ctx: Context, as_json: bool) -> None:
+    """List the sessions this orchestrator owns, marking lingering and orphaned ones."""
+    rows = classify_sessions(ctx.orch)
+    if as_json:
+        print_json([r.to_dict() for r in rows])
+        return
+    now = datetime.now(timezone.utc).timestamp()
+    print_table(
+        ["SESSION", "ID", "PROJECT", "STATUS", "STATE", "AGE", "ATTACHED"],
+        [
+            [r.session.name, r.session.session_id, r.project_id or "", r.project_status or "",
+             r.state, f"{int(now - r.session.created)}s" if r.session.created else "",
+             "yes" if r.session.attached else ""]
+            for r in rows
+        ],
+    )
+
+
+@cli.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Only list what would be killed, and why.")
+@click.option("--pattern", help="Only sessions whose whole name matches this glob (e.g. 'build-*').")
+@json_option
+@pass_context
+def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> None:
+    """Kill lingering and orphaned sessions (saved first), in one batched tmux call."""
+    rows = [r for r in classify_sessions(ctx.orch) if r.state in ("lingering", "orphaned")]
+    if pattern:
+        rows = [r for r in rows if fnmatch.fnmatchcase(r.session.name, pattern)]
+    killed: set[str] = set()
+    if not dry_run and rows:
+        killed = {s.session_id for s in ctx.orch.kill_sessions_batch(rows)}
+    if as_json:
+        print_json([{**r.to_dict(), "killed": r.session.session_id in killed} for r in rows])
+        return
+    if not rows:
+        click.echo("nothing to clean up")
+        return
+    for r in rows:
+        verb = "would kill" if dry_run else ("killed" if r.session.session_id in killed else "could not kill")
+        click.echo(f"{verb} {r.session.name} ({r.session.session_id}): {r.reason}")
+
+
+@cli.command()
+@click.argument("project_id", type=int)
+@click.option("--read-only", "-r", is_flag=True, help="Attach without sending keys.")
+@pass_context
+def attach(ctx: Context, project_id: int, read_only: bool) -> None:
+    """Attach this terminal to a running project's session (detach with C-b d)."""
+    project = ctx.orch.get(project_id)
+    session = ctx.orch.session_of(project)
+    if session is None:
+        raise OrchestratorError(
+            f"project {project_id} has no live session (status {project.status.value}); "
+            f"see its output with `tmo logs {project_id}`"
+        )
+    argv = ctx.orch.tmux.argv([["attach-session", *(["-r"] if read_only else []), "-t", session.session_id]])
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+@cli.command()
+@click.argument("project_id", type=int)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the project ends.")
+@click.option("--scrollback", is_flag=True, help="Print the scrollback saved when the session was killed.")
+@pass_context
+def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
+    """Print a project's complete output (raw terminal bytes, every attempt)."""
+    project = ctx.orch.get(project_id)
+    path = ctx.settings.scrollback_path(project_id) if scrollback else ctx.settings.log_path(project_id)
+    out = sys.stdout.buffer
+    position = 0
+    if path.exists():
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                out.write(chunk)
+            position = fh.tell()
+        out.flush()
+    elif not follow:
+        what = "saved scrollback" if scrollback else "output"
+        raise OrchestratorError(f"no {what} for project {project_id} yet ({path})")
+    if not follow or scrollback:
+        return
+    ended_at: float | None = None
+    while True:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size > position:
+            with open(path, "rb") as fh:
+                fh.seek(position)
+                out.write(fh.read(size - position))
+                position = size
+            out.flush()
+        if ended_at is None:
+            try:
+                project = ctx.orch.get(project_id)
+            except ProjectNotFound:
+                return
+            if project.status not in (ProjectStatus.QUEUED, ProjectStatus.PROCESSING):
+                ended_at = time.monotonic()  # keep reading briefly: the pipe may still drain
+        elif time.monotonic() - ended_at > 0.5:
+            return
+        time.sleep(0.1)

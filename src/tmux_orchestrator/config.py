@@ -1,0 +1,205 @@
+"""Settings: from flags, then the environment (``TMO_*``), then ``$TMO_HOME/config.toml``, then defaults.
+
+``TMO_HOME`` is the state directory: database, logs, tmux socket, lock and run files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from tmux_orchestrator.durations import parse_duration
+from tmux_orchestrator.errors import ConfigError
+
+#: Unix socket paths longer than this do not fit ``sockaddr_un`` on every platform (104 on macOS).
+_MAX_SOCKET_PATH = 100
+
+
+def default_home() -> Path:
+    """``$TMO_HOME``, else the platform's user state directory for tmux-orchestrator."""
+    env = os.environ.get("TMO_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_state_dir("tmux-orchestrator"))
+
+
+@dataclass
+class Settings:
+    """Everything the daemon, the CLI and the API need to find and run the queue."""
+
+    home: Path
+    #: ``sqlite:///path`` (default ``$TMO_HOME/tmo.db``) or ``postgresql://...``.
+    database_url: str = ""
+    #: Seconds between reconcile passes (database against tmux).
+    reconcile_interval: float = 2.0
+    #: Seconds between checks for hand-written database changes.
+    db_poll_interval: float = 0.02
+    #: Seconds a process group gets between SIGTERM and SIGKILL when its project is stopped.
+    kill_grace: float = 5.0
+    #: ``history-limit`` of project panes: lines kept for the scrollback backup.
+    history_limit: int = 50000
+    #: What to do with an owned session that has no live project: ``kill`` or ``keep``.
+    orphan_policy: str = "kill"
+    #: Keep logs of ended projects this many days (0 = forever).
+    log_retention_days: float = 30.0
+    #: Keep at most this many MB of project logs (0 = no limit); oldest are removed first.
+    log_retention_mb: float = 0.0
+    #: Width x height of new project windows.
+    window_size: str = "200x50"
+    #: ``full`` (fsync every commit) or ``normal`` (WAL default: survives crashes of any process).
+    sqlite_synchronous: str = "normal"
+    #: Extra raw values from config.toml that no field knows (kept for forward compatibility).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived paths -------------------------------------------------------------------------
+    @property
+    def database_path(self) -> Path | None:
+        """The SQLite file, or None for a non-SQLite URL."""
+        url = self.database_url
+        if url.startswith("sqlite:///"):
+            return Path(url[len("sqlite:///") :])
+        if url.startswith("sqlite://"):
+            return Path(url[len("sqlite://") :])
+        return None
+
+    @property
+    def logs_dir(self) -> Path:
+        """Per-project output logs and scrollback backups."""
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Exit-code files, marker files and the end-event FIFO."""
+        return self.home / "run"
+
+    @property
+    def fifo_path(self) -> Path:
+        """The FIFO through which project wrappers (and CLI pokes) wake the daemon."""
+        return self.run_dir / "events.fifo"
+
+    @property
+    def lock_path(self) -> Path:
+        """The daemon's ``flock`` file (never unlinked)."""
+        return self.home / "daemon.lock"
+
+    @property
+    def scheduler_log(self) -> Path:
+        """The daemon's own rotating log."""
+        return self.home / "scheduler.log"
+
+    @property
+    def config_path(self) -> Path:
+        """Optional TOML configuration file."""
+        return self.home / "config.toml"
+
+    @property
+    def home_key(self) -> str:
+        """A short stable hash of the home's real path: names this home's server and owner tag."""
+        real = os.path.realpath(self.home)
+        return hashlib.sha256(real.encode()).hexdigest()[:12]
+
+    @property
+    def owner_tag(self) -> str:
+        """The value of ``@tmo_owner`` on every session this orchestrator owns."""
+        return f"tmo:{self.home_key}"
+
+    @property
+    def socket_path(self) -> Path:
+        """The dedicated tmux server's socket: in the home when the path is short enough."""
+        env = os.environ.get("TMO_TMUX_SOCKET")
+        if env:
+            return Path(env)
+        candidate = self.home / "tmux.sock"
+        if len(str(candidate.absolute())) <= _MAX_SOCKET_PATH:
+            return candidate.absolute()
+        base = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmo-{os.getuid()}"
+        return base / f"{self.home_key}.sock"
+
+    def log_path(self, project_id: int) -> Path:
+        """Complete output of a project (every attempt appended)."""
+        return self.logs_dir / f"{project_id}.log"
+
+    def scrollback_path(self, project_id: int) -> Path:
+        """Scrollback saved just before a project's session was killed."""
+        return self.logs_dir / f"{project_id}.scrollback.txt"
+
+    def exit_path(self, project_id: int, attempt: int) -> Path:
+        """Where the wrapper leaves the exit code of an attempt (read after a daemon restart)."""
+        return self.run_dir / f"{project_id}-{attempt}.exit"
+
+    def marker_path(self, project_id: int) -> Path:
+        """``$TMO_DONE_FILE`` of a project."""
+        return self.run_dir / f"{project_id}.done"
+
+    def ensure_dirs(self) -> None:
+        """Create the home and its subdirectories (private to the user)."""
+        try:
+            for path in (self.home, self.logs_dir, self.run_dir):
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not os.access(self.home, os.R_OK | os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", str(self.home))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use TMO_HOME {self.home}: {exc.strerror or exc}; "
+                "set TMO_HOME to a directory you can write"
+            ) from exc
+
+
+_DURATION_FIELDS = {"reconcile_interval", "db_poll_interval", "kill_grace"}
+
+
+def load_settings(home: Path | str | None = None, database_url: str | None = None) -> Settings:
+    """Build :class:`Settings`; explicit arguments win over ``TMO_*`` variables and config.toml."""
+    home_path = Path(home).expanduser() if home else default_home()
+    settings = Settings(home=home_path.absolute())
+    values = _read_config_file(settings.config_path)
+    known = {f.name: f for f in fields(Settings)} 
+    for key, raw in values.items():
+        if key in ("home", "extra") or key not in known:
+            settings.extra[key] = raw
+            continue
+        setattr(settings, key, _coerce(key, raw, known[key].type, settings.config_path))
+    for f in fields(Settings):
+        env = os.environ.get(f"TMO_{f.name.upper()}")
+        if env is not None and f.name not in ("home", "extra"):
+            setattr(settings, f.name, _coerce(f.name, env, f.type, f"TMO_{f.name.upper()}"))
+    if database_url:
+        settings.database_url = database_url
+    if not settings.database_url:
+        settings.database_url = f"sqlite:///{settings.home / 'tmo.db'}"
+    if settings.orphan_policy not in ("kill", "keep"):
+        raise ConfigError(f"orphan_policy must be 'kill' or 'keep', not {settings.orphan_policy!r}")
+    if settings.sqlite_synchronous not in ("full", "normal"):
+        raise ConfigError("sqlite_synchronous must be 'full' or 'normal'")
+    return settings
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid config file {path}: {exc}; fix or remove it") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+
+
+def _coerce(name: str, raw: Any, kind: Any, where: object) -> Any:
+    try:
+        if name in _DURATION_FIELDS:
+            return parse_duration(str(raw))
+        if kind in ("float", float):
+            return float(raw)
+        if kind in ("int", int):
+            return int(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value {raw!r} for {name} in {where}: {exc}") from exc

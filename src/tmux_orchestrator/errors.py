@@ -1,0 +1,96 @@
+"""Exceptions. Every exception of this package derives from :class:`OrchestratorError`.
+
+Each carries a one-line message fit for a user; the CLI prints it as ``tmo: error: <message>``.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Something went wrong in tmux-orchestrator."""
+
+    #: Exit code the CLI uses for this error.
+    exit_code = 1
+
+
+class UsageError(OrchestratorError):
+    """The request was malformed (bad argument, unknown option value)."""
+
+    exit_code = 2
+
+
+class ConfigError(OrchestratorError):
+    """The configuration (environment, ``config.toml``, ``TMO_HOME``) is invalid."""
+
+    exit_code = 2
+
+
+class ProjectNotFound(OrchestratorError):
+    """No project has the given id."""
+
+    def __init__(self, project_id: int) -> None:
+        super().__init__(f"no project with id {project_id} (see `tmo list`)")
+        self.project_id = project_id
+
+
+class InvalidTransition(OrchestratorError):
+    """The project is not in a status from which the requested change is allowed."""
+
+    def __init__(self, project_id: int, old: str, new: str) -> None:
+        super().__init__(f"project {project_id} is {old}; it cannot become {new}")
+        self.project_id = project_id
+        self.old = old
+        self.new = new
+
+
+class StoreError(OrchestratorError):
+    """The database could not be opened or used."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer tmux-orchestrator."""
+
+
+class DaemonError(OrchestratorError):
+    """The daemon could not be started, reached or stopped."""
+
+
+class DaemonNotRunning(DaemonError):
+    """No daemon runs for this home."""
+
+
+class DaemonAlreadyRunning(DaemonError):
+    """Another daemon already holds the lock of this home."""
+
+    def __init__(self, pid: int | None, lock_path: str) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"a daemon is already running for this home ({who}, lock {lock_path})")
+        self.pid = pid
+
+
+class TmuxError(OrchestratorError):
+    """A tmux command failed."""
+
+    def __init__(self, message: str, *, command: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.command = command or []
+
+
+class TmuxNotFound(TmuxError):
+    """tmux is not installed, or too old."""
+
+
+class ServerNotRunning(TmuxError):
+    """The orchestrator's tmux server is not running."""
+
+
+class SessionNotFound(TmuxError):
+    """The session does not exist."""
+
+
+class DuplicateSession(TmuxError):
+    """A session with that name already exists."""
+
+
+class NotOwned(TmuxError):
+    """The session exists but does not carry this orchestrator's ownership tag."""

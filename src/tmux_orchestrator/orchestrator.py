@@ -1,0 +1,453 @@
+"""The public API: :class:`Orchestrator` (alias ``TmuxOrchestratorScheduler``).
+
+The CLI and the daemon call this API; its method names keep the original scheduler's vocabulary
+(``mark_project_complete``, ``get_next_project_atomic``, ``tmux_manager``, ``_find_lingering_sessions``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Protocol
+
+from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.errors import (
+    InvalidTransition,
+    OrchestratorError,
+    TmuxError,
+    UsageError,
+)
+from tmux_orchestrator.project import Outcome, Project, ProjectStatus
+from tmux_orchestrator.store import NewProject, open_store
+from tmux_orchestrator.tmux import (
+    OrchestratorServer,
+    SessionInfo,
+    Tmux,
+    TmuxSessionManager,
+    signal_group,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SessionRowLike(Protocol):
+    """A session with its project and why it is being acted on (see ``reconcile.SessionRow``)."""
+
+    @property
+    def session(self) -> SessionInfo: ...  # noqa: D102
+
+    @property
+    def project(self) -> Project | None: ...  # noqa: D102
+
+    @property
+    def state(self) -> str: ...  # noqa: D102
+
+    @property
+    def reason(self) -> str: ...  # noqa: D102
+
+#: Outcomes after which a project's retry policy applies (a human's ``fail`` or ``cancel`` is final).
+RETRYABLE = frozenset(
+    {Outcome.EXITED, Outcome.SIGNAL, Outcome.TIMEOUT, Outcome.IDLE, Outcome.LOST, Outcome.SPAWN_ERROR}
+)
+#: Longest delay between automatic retries, whatever the backoff says.
+MAX_RETRY_DELAY = 3600.0
+
+
+class Orchestrator:
+    """A queue of projects, each run in its own tmux session on this home's dedicated server."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        home: Path | str | None = None,
+        database_url: str | None = None,
+        source: str = "api",
+    ) -> None:
+        self.settings = settings or load_settings(home, database_url)
+        self.settings.ensure_dirs()
+        self.store = open_store(self.settings)
+        self.tmux = Tmux(self.settings.socket_path)
+        self.server = OrchestratorServer(self.tmux, self.settings.owner_tag)
+        #: Session operations restricted to sessions this orchestrator owns.
+        self.tmux_manager = TmuxSessionManager(self.server)
+        #: Recorded as the source of every change made through this object.
+        self.source = source
+        self.host = socket.gethostname()
+
+    def close(self) -> None:
+        """Release the database connection."""
+        self.store.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- queue -------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        command: Sequence[str],
+        *,
+        name: str = "",
+        priority: int = 0,
+        project_path: str | Path | None = None,
+        spec_path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        max_retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        idle_timeout: float | None = None,
+    ) -> Project:
+        """Queue a project. Validates everything first: bad input changes nothing."""
+        argv = [str(a) for a in command]
+        if not argv or not argv[0].strip():
+            raise UsageError("missing command: give it after `--`, e.g. tmo add -- claude -p spec.md")
+        directory = Path(project_path).expanduser() if project_path else Path.cwd()
+        if not directory.is_dir():
+            raise UsageError(f"directory {directory} does not exist; pass an existing --dir")
+        spec: Path | None = None
+        if spec_path:
+            spec = Path(spec_path).expanduser()
+            if not spec.is_file():
+                raise UsageError(f"spec file {spec} does not exist; pass an existing --spec")
+            spec = spec.resolve()
+        for key in env or {}:
+            if not key or "=" in key or not (key[0].isalpha() or key[0] == "_") or not all(
+                c.isalnum() or c == "_" for c in key
+            ):
+                raise UsageError(f"invalid environment variable name {key!r}; use K=V with K in [A-Za-z_][A-Za-z0-9_]*")
+        if max_retries < 0:
+            raise UsageError("--max-retries must be 0 or more")
+        for label, value in (("timeout", timeout), ("idle timeout", idle_timeout)):
+            if value is not None and value <= 0:
+                raise UsageError(f"{label} must be positive")
+        project = self.store.enqueue(
+            NewProject(
+                command=argv,
+                name=name or (spec.stem if spec else Path(argv[0]).name),
+                priority=int(priority),
+                project_path=str(directory.resolve()),
+                spec_path=str(spec) if spec else None,
+                env=dict(env or {}),
+                max_retries=max_retries,
+                retry_delay=retry_delay,
+                timeout=timeout,
+                idle_timeout=idle_timeout,
+            ),
+            source=self.source,
+        )
+        log.info("queued project %s (%s)", project.id, project.name)
+        self.poke_daemon()
+        return project
+
+    def get(self, project_id: int) -> Project:
+        """The project ``project_id``; raises ``ProjectNotFound``."""
+        return self.store.get(project_id)
+
+    def list_projects(self, statuses: Sequence[ProjectStatus] | None = None) -> list[Project]:
+        """Projects in queue order."""
+        return self.store.list_projects(list(statuses) if statuses else None)
+
+    def get_next_project_atomic(self) -> Project | None:
+        """Claim the next queued project (status becomes ``processing``); None if none is due.
+
+        Lingering sessions are cleaned first (pre-dequeue cleanup), and the daemon's concurrency
+        limit is respected. The caller is responsible for starting the claimed project.
+        """
+        self.cleanup_lingering()
+        limit = int(self.store.get_setting("concurrency", "1") or 1)
+        return self.store.claim_next(host=self.host, max_processing=limit)
+
+    # -- ending projects ---------------------------------------------------------------------
+    def mark_project_complete(
+        self,
+        project_id: int,
+        success: bool = True,
+        *,
+        reason: str | None = None,
+        outcome: Outcome = Outcome.MANUAL,
+    ) -> Project:
+        """End a project and clean up its session. Safe to call twice.
+
+        A running project becomes ``completed`` (or ``failed``), which writes its event. A project
+        that is already ended, for instance by ``UPDATE project_queue SET status='completed'``, keeps
+        its status; its session, if still alive, is saved and killed, with its events.
+        """
+        project = self.store.get(project_id)
+        if project.status == ProjectStatus.PROCESSING:
+            try:
+                project = self.store.transition(
+                    project_id,
+                    ProjectStatus.COMPLETED if success else ProjectStatus.FAILED,
+                    source=self.source,
+                    outcome=outcome,
+                    error_message=None if success else (reason or "marked failed"),
+                    expected=ProjectStatus.PROCESSING,
+                )
+            except InvalidTransition:
+                project = self.store.get(project_id)  # ended meanwhile by someone else
+        elif project.status == ProjectStatus.QUEUED:
+            raise InvalidTransition(
+                project_id, "queued", "completed" if success else "failed (use `tmo cancel`)"
+            )
+        self.cleanup_session(project, reason="completed" if success else "failed")
+        self.poke_daemon()
+        return self.store.get(project_id)
+
+    def fail(self, project_id: int, reason: str | None = None) -> Project:
+        """End a running project as failed (``tmo fail``)."""
+        return self.mark_project_complete(project_id, success=False, reason=reason)
+
+    def cancel(self, project_id: int) -> Project:
+        """Cancel a queued or running project; a running one's session is saved and killed."""
+        project = self.store.get(project_id)
+        if project.status not in (ProjectStatus.QUEUED, ProjectStatus.PROCESSING):
+            raise InvalidTransition(project_id, project.status.value, "cancelled")
+        project = self.store.transition(
+            project_id,
+            ProjectStatus.CANCELLED,
+            source=self.source,
+            outcome=Outcome.CANCELLED,
+            error_message="cancelled",
+        )
+        self.cleanup_session(project, reason="cancelled")
+        self.poke_daemon()
+        return project
+
+    def retry(self, project_id: int) -> Project:
+        """Queue an ended project again (``tmo retry``); counts as a retry."""
+        project = self.store.get(project_id)
+        if not project.is_terminal:
+            raise InvalidTransition(project_id, project.status.value, "queued (only ended projects can be retried)")
+        self.cleanup_session(project, reason="retried")
+        self.store.count_retry(project_id)
+        project = self.store.transition(project_id, ProjectStatus.QUEUED, source=self.source)
+        self.poke_daemon()
+        return project
+
+    def requeue_after_failure(self, project: Project) -> Project:
+        """Apply ``project``'s retry policy after an automatic failure; returns the new state."""
+        if (
+            project.status != ProjectStatus.FAILED
+            or project.outcome not in RETRYABLE
+            or project.retry_count >= project.max_retries
+        ):
+            return project
+        delay = min(project.retry_delay * (2**project.retry_count), max(project.retry_delay, MAX_RETRY_DELAY))
+        not_before = datetime.now(timezone.utc) + timedelta(seconds=delay) if delay > 0 else None
+        self.store.count_retry(project.id)
+        try:
+            project = self.store.transition(
+                project.id,
+                ProjectStatus.QUEUED,
+                source=self.source,
+                not_before=not_before,
+                expected=ProjectStatus.FAILED,
+            )
+        except InvalidTransition:
+            return self.store.get(project.id)
+        log.info(
+            "project %s will be retried (%s of %s) in %.0fs",
+            project.id, project.retry_count, project.max_retries, delay,
+        )
+        return project
+
+    def remove(self, project_id: int) -> Project:
+        """Delete an ended or queued project from the queue (its events and logs stay)."""
+        project = self.store.get(project_id)
+        if project.status == ProjectStatus.PROCESSING:
+            raise InvalidTransition(project_id, "processing", "removed (cancel it first)")
+        self.cleanup_session(project, reason="removed")
+        return self.store.remove(project_id, source=self.source)
+
+    # -- sessions ----------------------------------------------------------------------------
+    def session_of(self, project: Project) -> SessionInfo | None:
+        """The live owned session of ``project``'s current attempt, if any."""
+        if not project.session_name:
+            return None
+        for session in self.server.list_owned():
+            if session.session_id == project.session_id or session.name == project.session_name:
+                return session
+        return None
+
+    def cleanup_session(self, project: Project, *, reason: str, grace: float | None = None) -> bool:
+        """Save the output of ``project``'s session, then kill it: exactly once, whoever calls.
+
+        The first caller to mark the session closed in the database does the work; everyone else
+        returns False. The process group gets SIGTERM, up to ``grace`` seconds to end, then SIGKILL.
+        """
+        if not project.session_name or not self.store.close_session(project.id, project.session_name):
+            return False
+        try:
+            session = self.session_of(project)
+        except TmuxError as exc:
+            log.warning("project %s: cannot list sessions (%s); reconcile will retry", project.id, exc)
+            return False
+        if session is None:
+            return False
+        self.kill_project_session(project, session, reason=reason, grace=grace)
+        return True
+
+    def kill_project_session(
+        self, project: Project, session: SessionInfo, *, reason: str, grace: float | None = None,
+        event: str = "session_killed",
+    ) -> None:
+        """Backup, SIGTERM the group, wait up to ``grace``, SIGKILL, kill the session, log events."""
+        self.save_scrollback(project, session)
+        pgid = session.pane_pid
+        grace = self.settings.kill_grace if grace is None else grace
+        if signal_group(pgid, signal.SIGTERM) and pgid:
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _alive(pgid):
+                time.sleep(0.005)
+            # SIGKILL whatever is left of the group: the leader if it ignored SIGTERM, or
+            # children it left behind (the group id stays reserved while any member lives).
+            signal_group(pgid, signal.SIGKILL)
+        self.server.kill_one(session)
+        log.info(
+            "killed session %s of project %s (%s)", session.name, project.id, reason,
+            extra={"project_id": project.id, "session_name": session.name},
+        )
+        self.store.append_event(event, source=self.source, project=project, message=reason)
+
+    def save_scrollback(self, project: Project, session: SessionInfo) -> Path | None:
+        """Write the session's whole scrollback next to its pipe log; None if it could not."""
+        path = self.settings.scrollback_path(project.id)
+        try:
+            text = self.server.capture(session.session_id)
+        except TmuxError as exc:
+            log.warning("project %s: scrollback not saved: %s", project.id, exc)
+            return None
+        path.write_text(text)
+        self.store.append_event(
+            "output_saved", source=self.source, project=project, message=f"{path} ({len(text)} bytes)"
+        )
+        return path
+
+    def kill_sessions_batch(self, rows: Sequence[SessionRowLike]) -> list[SessionInfo]:
+        """Save and kill many owned sessions with a few chained tmux calls (``tmo cleanup``).
+
+        Scrollbacks are captured into tmux buffers and saved with ``save-buffer`` in the same chain,
+        process groups get SIGTERM, then the sessions are killed by ``$id``, then SIGKILL for what
+        is left after a short grace. Returns the sessions that are gone.
+        """
+        owned = [r for r in rows if r.session.owner == self.server.owner_tag]
+        saves: list[list[str]] = []
+        for row in owned:
+            sid = row.session.session_id
+            path = (
+                self.settings.scrollback_path(row.project.id) if row.project
+                else self.settings.logs_dir / f"orphan-{row.session.name}.scrollback.txt"
+            )
+            buffer = f"tmo-save-{sid.lstrip('$')}"
+            saves += [
+                ["capture-pane", "-J", "-S", "-", "-E", "-", "-b", buffer, "-t", sid],
+                ["save-buffer", "-b", buffer, str(path)],
+                ["delete-buffer", "-b", buffer],
+            ]
+            if row.project is not None:
+                self.store.close_session(row.project.id, row.session.name)
+        if saves:
+            self.tmux.run_batched(saves, check=False)
+        for row in owned:
+            signal_group(row.session.pane_pid, signal.SIGTERM)
+        killed = self.server.kill([r.session for r in owned])
+        deadline = time.monotonic() + 0.5
+        pids = [r.session.pane_pid for r in owned if r.session.pane_pid]
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.01)
+        for pid in pids:
+            if _alive(pid):
+                signal_group(pid, signal.SIGKILL)
+        gone = {s.session_id for s in killed}
+        events = []
+        for row in owned:
+            if row.session.session_id not in gone:
+                continue
+            kind = "lingering_cleaned" if row.project is not None else "session_killed"
+            events.append((kind, row.project, row.session.name, row.reason))
+            log.info("killed %s session %s (%s)", row.state, row.session.name, row.reason)
+        self.store.append_events(events, source=self.source)
+        return killed
+
+    def _find_lingering_sessions(self, active_sessions: Sequence[str]) -> list[str]:
+        """Names in ``active_sessions`` that belong to projects which are no longer running.
+
+        A session is lingering when its project has ended (or was requeued), or when it belongs to
+        an earlier attempt of its project. Sessions with no project at all are orphans, not
+        lingering (see :meth:`find_orphaned_sessions`).
+        """
+        by_name = {s.name: s for s in self.server.list_owned()}
+        lingering: list[str] = []
+        for name in active_sessions:
+            session = by_name.get(name)
+            if session is None or session.project_id is None:
+                continue
+            try:
+                project = self.store.get(session.project_id)
+            except OrchestratorError:
+                continue
+            if project.status != ProjectStatus.PROCESSING or project.session_name != name:
+                lingering.append(name)
+        return lingering
+
+    def cleanup_lingering(self) -> list[str]:
+        """Kill lingering sessions now (``tmo cleanup`` and pre-dequeue cleanup)."""
+        names = self._find_lingering_sessions(self.tmux_manager.get_active_sessions())
+        killed: list[str] = []
+        for session in self.server.list_owned():
+            if session.name in names and session.project_id is not None:
+                project = self.store.get(session.project_id)
+                self.store.close_session(project.id, session.name)
+                self.kill_project_session(project, session, reason="lingering", event="lingering_cleaned")
+                killed.append(session.name)
+        return killed
+
+    # -- daemon ------------------------------------------------------------------------------
+    def poke_daemon(self) -> None:
+        """Wake the daemon at once (it would notice the change within ``db_poll_interval``)."""
+        fifo = self.settings.fifo_path
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return  # no daemon listening (ENXIO) or no FIFO yet
+        try:
+            os.write(fd, b"poke\n")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+_HAS_PROC = os.path.exists("/proc/self/stat")
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped by tmux counts as ended)."""
+    if _HAS_PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+#: The original scheduler's name, kept for its users.
+TmuxOrchestratorScheduler = Orchestrator

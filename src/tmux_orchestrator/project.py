@@ -1,0 +1,148 @@
+"""The project record, its status state machine and its outcome.
+
+The status says where a project is in its life; the outcome says *how* it ended. Keeping them apart
+(as pueue does with TaskStatus/TaskResult) lets ``status='failed'`` carry ``outcome='timeout'`` or
+``outcome='lost'`` without inventing a status per failure mode.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class ProjectStatus(str, enum.Enum):
+    """Where a project is in its life. Values are what ``project_queue.status`` holds."""
+
+    #: Waiting for a free slot.
+    QUEUED = "queued"
+    #: Claimed by the daemon; its tmux session is starting or running.
+    PROCESSING = "processing"
+    #: Ended successfully (exit code 0, ``tmo complete``, success marker, or manual SQL).
+    COMPLETED = "completed"
+    #: Ended unsuccessfully; ``outcome`` says how.
+    FAILED = "failed"
+    #: Stopped by ``tmo cancel`` before or while running.
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for statuses a project only leaves by being run again."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({ProjectStatus.COMPLETED, ProjectStatus.FAILED, ProjectStatus.CANCELLED})
+
+#: The one table of allowed status changes. The database enforces the same table with a trigger
+#: generated from it (``store/schema.py``), so hand-written SQL cannot make an illegal change either.
+ALLOWED: dict[ProjectStatus, frozenset[ProjectStatus]] = {
+    ProjectStatus.QUEUED: frozenset({ProjectStatus.PROCESSING, ProjectStatus.CANCELLED}),
+    ProjectStatus.PROCESSING: frozenset(
+        {
+            ProjectStatus.COMPLETED,
+            ProjectStatus.FAILED,
+            ProjectStatus.CANCELLED,
+            # requeue: stop the session and run the project again
+            ProjectStatus.QUEUED,
+        }
+    ),
+    ProjectStatus.COMPLETED: frozenset({ProjectStatus.QUEUED}),
+    ProjectStatus.FAILED: frozenset({ProjectStatus.QUEUED}),
+    ProjectStatus.CANCELLED: frozenset({ProjectStatus.QUEUED}),
+}
+
+
+def can_transition(old: ProjectStatus, new: ProjectStatus) -> bool:
+    """Whether ``old -> new`` is an allowed status change."""
+    return new in ALLOWED[old]
+
+
+def predecessors(new: ProjectStatus) -> frozenset[ProjectStatus]:
+    """The statuses from which ``new`` may be reached."""
+    return frozenset(old for old, targets in ALLOWED.items() if new in targets)
+
+
+class Outcome(str, enum.Enum):
+    """How a project ended, stored apart from its status."""
+
+    #: The command exited by itself; ``exit_code`` holds its code.
+    EXITED = "exited"
+    #: The command was ended by a signal; ``exit_code`` is 128 + the signal number.
+    SIGNAL = "signal"
+    #: ``tmo complete``/``tmo fail``, the API, or a hand-written SQL change ended it.
+    MANUAL = "manual"
+    #: The project wrote its marker file (``$TMO_DONE_FILE``).
+    MARKER = "marker"
+    #: It ran longer than its ``--timeout``.
+    TIMEOUT = "timeout"
+    #: It printed nothing for longer than its ``--idle-timeout``.
+    IDLE = "idle"
+    #: ``tmo cancel`` stopped it.
+    CANCELLED = "cancelled"
+    #: Its session vanished with no recorded end (tmux server died, reboot, ...).
+    LOST = "lost"
+    #: Its session could not be started (missing directory, tmux error, ...).
+    SPAWN_ERROR = "spawn_error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def outcome_for_exit(exit_code: int) -> Outcome:
+    """The outcome of a process that ended with ``exit_code`` (shell convention: >128 = signal)."""
+    return Outcome.SIGNAL if exit_code > 128 else Outcome.EXITED
+
+
+@dataclass
+class Project:
+    """One row of ``project_queue``."""
+
+    id: int
+    name: str
+    status: ProjectStatus
+    command: list[str]
+    priority: int = 0
+    project_path: str | None = None
+    spec_path: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    session_name: str | None = None
+    session_id: str | None = None
+    window_id: str | None = None
+    pane_pid: int | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+    error_message: str | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    session_closed_at: datetime | None = None
+    attempt: int = 0
+    retry_count: int = 0
+    max_retries: int = 0
+    retry_delay: float = 0.0
+    not_before: datetime | None = None
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    host: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the project has ended (completed, failed or cancelled)."""
+        return self.status.is_terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps as ISO 8601 UTC strings)."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+            elif isinstance(value, enum.Enum):
+                out[key] = value.value
+            else:
+                out[key] = value
+        return out

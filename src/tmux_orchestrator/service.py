@@ -1,0 +1,125 @@
+"""Controlling the daemon from outside: start in the background, stop, status, systemd unit."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tmux_orchestrator.config import Settings
+from tmux_orchestrator.errors import DaemonAlreadyRunning, DaemonError, DaemonNotRunning
+from tmux_orchestrator.lock import DaemonLock
+
+
+@dataclass
+class DaemonStatus:
+    """What ``tmo daemon status`` reports."""
+
+    running: bool
+    pid: int | None
+    home: str
+    socket: str
+    database: str
+    concurrency: int
+    paused: bool
+    started_at: str | None
+    counts: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dict(self.__dict__)
+
+
+def daemon_pid(settings: Settings) -> int | None:
+    """Pid of the daemon of this home, None when none runs."""
+    return DaemonLock(settings.lock_path).running_pid()
+
+
+def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout: float = 20.0) -> int:
+    """Start ``tmo daemon run`` in the background; return its pid once it is ready."""
+    pid = daemon_pid(settings)
+    if pid is not None:
+        raise DaemonAlreadyRunning(pid, str(settings.lock_path))
+    settings.ensure_dirs()
+    read_fd, write_fd = os.pipe()
+    argv = [sys.executable, "-m", "tmux_orchestrator", "--home", str(settings.home),
+            "daemon", "run", "--ready-fd", str(write_fd), "--quiet"]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    out_path = settings.home / "daemon.out"
+    with open(out_path, "ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(write_fd,),
+            start_new_session=True, env={**os.environ, "TMO_DATABASE_URL": settings.database_url},
+        )
+    os.close(write_fd)
+    try:
+        ready, _, _ = select.select([read_fd], [], [], timeout)
+        answer = os.read(read_fd, 64) if ready else b""
+    finally:
+        os.close(read_fd)
+    if b"ready" not in answer:
+        code = proc.poll()
+        if code is None:
+            proc.terminate()
+        tail = _tail(out_path)
+        raise DaemonError(
+            f"the daemon did not start{'' if code is None else f' (exit code {code})'}: {tail}"
+        )
+    return proc.pid
+
+
+def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
+    """Send SIGTERM to this home's daemon and wait until it has released its lock."""
+    lock = DaemonLock(settings.lock_path)
+    pid = lock.running_pid()
+    if pid is None:
+        raise DaemonNotRunning(f"no daemon is running for {settings.home} (start one with `tmo daemon start`)")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not lock.is_held():
+            return pid
+        time.sleep(0.02)
+    raise DaemonError(f"daemon pid {pid} did not stop within {timeout:.0f}s")
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output"
+    return " | ".join(text[-lines:]) or "no output"
+
+
+def systemd_unit(settings: Settings, *, user: bool) -> str:
+    """A systemd unit running the daemon in the foreground.
+
+    ``KillMode=process`` makes ``systemctl stop`` signal only the daemon: projects keep running in
+    their tmux sessions and the next daemon adopts them.
+    """
+    tmo = shutil.which("tmo") or f"{sys.executable} -m tmux_orchestrator"
+    return f"""[Unit]
+Description=tmux-orchestrator queue daemon ({settings.home})
+After=network.target
+
+[Service]
+Type=simple
+Environment=TMO_HOME={settings.home}
+ExecStart={tmo} daemon run
+KillMode=process
+KillSignal=SIGTERM
+TimeoutStopSec=15
+Restart=on-failure
+RestartSec=5s
+
+[Install]
+WantedBy={'default.target' if user else 'multi-user.target'}
+"""

@@ -1,0 +1,21 @@
+"""Persistent state: the :class:`Store` contract and its backends."""
+
+from __future__ import annotations
+
+from tmux_orchestrator.config import Settings
+from tmux_orchestrator.errors import ConfigError
+from tmux_orchestrator.store.base import Event, NewProject, Store
+from tmux_orchestrator.store.sqlite import SqliteStore
+
+__all__ = ["Event", "NewProject", "SqliteStore", "Store", "open_store"]
+
+
+def open_store(settings: Settings) -> SqliteStore:
+    """Open the store named by ``settings.database_url``."""
+    path = settings.database_path
+    if path is None:
+        scheme = settings.database_url.split(":", 1)[0]
+        raise ConfigError(
+            f"database URL scheme {scheme!r} is not supported yet; use sqlite:///PATH"
+        )
+    return SqliteStore(path, synchronous=settings.sqlite_synchronous)

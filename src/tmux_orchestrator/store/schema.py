@@ -1,0 +1,161 @@
+"""The SQLite schema and its migrations.
+
+Migrations are append-only: each entry upgrades the schema by one version, and a database written by
+any earlier release opens by applying the missing ones. The status-change guard and the event triggers
+are generated from :data:`tmux_orchestrator.project.ALLOWED`, so the state machine lives in one place
+and hand-written SQL obeys it too.
+"""
+
+from __future__ import annotations
+
+from tmux_orchestrator.project import ALLOWED, TERMINAL, ProjectStatus
+
+#: SQLite expression for "now" in the format every timestamp column uses (UTC, milliseconds).
+NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+def _quoted(values: object) -> str:
+    return ", ".join(f"'{v}'" for v in sorted(str(x) for x in values))  # type: ignore[attr-defined]
+
+
+def transition_guard_sql() -> str:
+    """A trigger that aborts any status change :data:`ALLOWED` does not list, whoever makes it."""
+    allowed = " OR ".join(
+        f"(OLD.status = '{old.value}' AND NEW.status IN ({_quoted(t.value for t in targets)}))"
+        for old, targets in ALLOWED.items()
+        if targets
+    )
+    table = "; ".join(
+        f"{old.value} -> {'|'.join(sorted(t.value for t in targets))}" for old, targets in ALLOWED.items()
+    )
+    return f"""
+CREATE TRIGGER project_queue_status_guard
+BEFORE UPDATE OF status ON project_queue
+WHEN NEW.status IS NOT OLD.status AND NOT ({allowed})
+BEGIN
+    SELECT RAISE(ABORT, 'tmo: status change not allowed (allowed: {table})');
+END;
+"""
+
+
+def status_event_sql() -> str:
+    """Triggers that write exactly one event row per status change, insert and delete.
+
+    ``changed_by`` names the writer (``daemon``, ``cli``, ``api``); a write that does not set it is a
+    hand-written change and is recorded with source ``sql``. The trigger clears ``changed_by`` again so
+    a later hand-written change does not inherit it.
+    """
+    terminal = _quoted(s.value for s in TERMINAL)
+    return f"""
+CREATE TRIGGER project_queue_status_event
+AFTER UPDATE OF status ON project_queue
+WHEN NEW.status IS NOT OLD.status
+BEGIN
+    UPDATE project_queue SET
+        outcome = CASE
+            WHEN NEW.status IN ({terminal}) THEN coalesce(NEW.outcome, 'manual')
+            WHEN NEW.status = 'queued' THEN NULL
+            ELSE NEW.outcome END,
+        exit_code = CASE WHEN NEW.status = 'queued' THEN NULL ELSE NEW.exit_code END,
+        completed_at = CASE
+            WHEN NEW.status IN ({terminal}) THEN coalesce(NEW.completed_at, {NOW})
+            ELSE NULL END,
+        started_at = CASE WHEN NEW.status = 'queued' THEN NULL ELSE NEW.started_at END,
+        changed_by = NULL
+    WHERE id = NEW.id;
+    INSERT INTO events (kind, project_id, project_name, old_status, new_status, outcome,
+                        exit_code, source, session_name, message)
+    SELECT
+        CASE NEW.status
+            WHEN 'processing' THEN 'started'
+            WHEN 'queued' THEN CASE OLD.status WHEN 'processing' THEN 'requeued' ELSE 'retried' END
+            ELSE NEW.status END,
+        p.id, p.name, OLD.status, NEW.status, p.outcome, p.exit_code,
+        coalesce(NEW.changed_by, 'sql'), p.session_name,
+        CASE WHEN NEW.status IN ('failed', 'cancelled') THEN p.error_message END
+    FROM project_queue AS p WHERE p.id = NEW.id;
+END;
+
+CREATE TRIGGER project_queue_insert_event
+AFTER INSERT ON project_queue
+BEGIN
+    INSERT INTO events (kind, project_id, project_name, new_status, source)
+    VALUES ('queued', NEW.id, NEW.name, NEW.status, coalesce(NEW.changed_by, 'sql'));
+    UPDATE project_queue SET changed_by = NULL WHERE id = NEW.id AND NEW.changed_by IS NOT NULL;
+END;
+
+CREATE TRIGGER project_queue_delete_event
+AFTER DELETE ON project_queue
+BEGIN
+    INSERT INTO events (kind, project_id, project_name, old_status, source, session_name)
+    VALUES ('removed', OLD.id, OLD.name, OLD.status, coalesce(OLD.changed_by, 'sql'),
+            OLD.session_name);
+END;
+"""
+
+
+_STATUSES = _quoted(s.value for s in ProjectStatus)
+
+#: Migration N (1-based) brings the schema from version N-1 to N.
+MIGRATIONS: list[str] = [
+    f"""
+CREATE TABLE project_queue (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    name              TEXT NOT NULL,
+    status            TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({_STATUSES})),
+    priority          INTEGER NOT NULL DEFAULT 0,
+    command           TEXT NOT NULL,              -- JSON array: the argv
+    env               TEXT NOT NULL DEFAULT '{{}}', -- JSON object
+    project_path      TEXT,
+    spec_path         TEXT,
+    session_name      TEXT,
+    session_id        TEXT,                       -- tmux $id of the current attempt
+    window_id         TEXT,                       -- tmux @id
+    pane_pid          INTEGER,                    -- leader of the project's process group
+    outcome           TEXT,
+    exit_code         INTEGER,
+    error_message     TEXT,
+    enqueued_at       TEXT NOT NULL DEFAULT ({NOW}),
+    started_at        TEXT,
+    completed_at      TEXT,
+    session_closed_at TEXT,                       -- set once, by whoever cleans the session up
+    attempt           INTEGER NOT NULL DEFAULT 0,
+    retry_count       INTEGER NOT NULL DEFAULT 0,
+    max_retries       INTEGER NOT NULL DEFAULT 0,
+    retry_delay       REAL NOT NULL DEFAULT 0,
+    not_before        TEXT,
+    timeout           REAL,
+    idle_timeout      REAL,
+    host              TEXT,
+    changed_by        TEXT                        -- writer of the current change; cleared by trigger
+);
+CREATE INDEX project_queue_claim ON project_queue (status, priority DESC, enqueued_at, id);
+CREATE INDEX project_queue_open_sessions ON project_queue (session_closed_at)
+    WHERE session_name IS NOT NULL AND session_closed_at IS NULL;
+
+CREATE TABLE events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at            TEXT NOT NULL DEFAULT ({NOW}),
+    kind          TEXT NOT NULL,
+    project_id    INTEGER,
+    project_name  TEXT,
+    old_status    TEXT,
+    new_status    TEXT,
+    outcome       TEXT,
+    exit_code     INTEGER,
+    source        TEXT NOT NULL,
+    session_name  TEXT,
+    message       TEXT
+);
+CREATE INDEX events_project ON events (project_id, id);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+    + transition_guard_sql()
+    + status_event_sql(),
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

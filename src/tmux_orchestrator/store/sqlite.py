@@ -1,0 +1,546 @@
+"""SQLite store: WAL mode, short ``BEGIN IMMEDIATE`` write transactions, triggers for events.
+
+All SQL of this dialect lives in this module. One connection per store, guarded by a lock so the
+daemon's helper threads may share it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tmux_orchestrator.errors import (
+    InvalidTransition,
+    ProjectNotFound,
+    SchemaTooNew,
+    StoreError,
+)
+from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
+from tmux_orchestrator.store.base import Event, NewProject
+from tmux_orchestrator.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+T = TypeVar("T")
+
+#: Seconds a connection waits for another writer before SQLite reports "database is locked".
+BUSY_TIMEOUT = 30.0
+
+_PROJECT_COLUMNS = (
+    "id, name, status, priority, command, env, project_path, spec_path, session_name, session_id, "
+    "window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at, "
+    "session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout, "
+    "idle_timeout, host"
+)
+_ORDER = (
+    "ORDER BY CASE status WHEN 'processing' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, "
+    "CASE WHEN status IN ('processing', 'queued') THEN -priority ELSE 0 END, "
+    "CASE WHEN status IN ('processing', 'queued') THEN enqueued_at END, "
+    "CASE WHEN status IN ('processing', 'queued') THEN id ELSE -id END"
+)
+
+
+def now_text() -> str:
+    """The current UTC time in the format of every timestamp column."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def to_text(value: datetime) -> str:
+    """A datetime in the format of every timestamp column."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """A timestamp column value as an aware UTC datetime."""
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def _row_to_project(row: sqlite3.Row) -> Project:
+    return Project(
+        id=row["id"],
+        name=row["name"],
+        status=ProjectStatus(row["status"]),
+        priority=row["priority"],
+        command=json.loads(row["command"]),
+        env=json.loads(row["env"] or "{}"),
+        project_path=row["project_path"],
+        spec_path=row["spec_path"],
+        session_name=row["session_name"],
+        session_id=row["session_id"],
+        window_id=row["window_id"],
+        pane_pid=row["pane_pid"],
+        outcome=Outcome(row["outcome"]) if row["outcome"] else None,
+        exit_code=row["exit_code"],
+        error_message=row["error_message"],
+        enqueued_at=parse_time(row["enqueued_at"]),
+        started_at=parse_time(row["started_at"]),
+        completed_at=parse_time(row["completed_at"]),
+        session_closed_at=parse_time(row["session_closed_at"]),
+        attempt=row["attempt"],
+        retry_count=row["retry_count"],
+        max_retries=row["max_retries"],
+        retry_delay=row["retry_delay"],
+        not_before=parse_time(row["not_before"]),
+        timeout=row["timeout"],
+        idle_timeout=row["idle_timeout"],
+        host=row["host"],
+    )
+
+
+def _row_to_event(row: sqlite3.Row) -> Event:
+    at = parse_time(row["at"])
+    assert at is not None
+    return Event(
+        id=row["id"],
+        at=at,
+        kind=row["kind"],
+        source=row["source"],
+        project_id=row["project_id"],
+        project_name=row["project_name"],
+        old_status=row["old_status"],
+        new_status=row["new_status"],
+        outcome=row["outcome"],
+        exit_code=row["exit_code"],
+        session_name=row["session_name"],
+        message=row["message"],
+    )
+
+
+class SqliteStore:
+    """The embedded default store. See :class:`tmux_orchestrator.store.base.Store`."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "normal") -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._setup(synchronous)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreError(
+                f"{self.path} is not a tmux-orchestrator database ({exc}); "
+                "point TMO_DATABASE_URL elsewhere or move the file away"
+            ) from exc
+
+    # -- connection and schema ---------------------------------------------------------------
+    def _setup(self, synchronous: str) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"database {self.path} has schema version {version}, newer than this "
+                f"tmux-orchestrator supports ({SCHEMA_VERSION}); upgrade tmux-orchestrator"
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and self._has_foreign_tables(conn):
+                raise StoreError(
+                    f"{self.path} holds tables of another program; "
+                    "point TMO_DATABASE_URL at a new file"
+                )
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _split_sql(MIGRATIONS[number - 1]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    @staticmethod
+    def _has_foreign_tables(conn: sqlite3.Connection) -> bool:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        return bool(rows)
+
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Release the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        # busy_timeout covers most contention; a lock error can still surface (e.g. the WAL
+        # switch), so retry a few times before telling the user.
+        delay = 0.01
+        for _ in range(50):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        return fn()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction taken with BEGIN IMMEDIATE (no lock upgrades, no deadlock)."""
+        with self._lock:
+            self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._retry(lambda: self._conn.execute("COMMIT"))
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._retry(lambda: self._conn.execute(sql, params).fetchall())
+
+    # -- projects ----------------------------------------------------------------------------
+    def enqueue(self, new: NewProject, *, source: str) -> Project:
+        """Insert a queued project and return it."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO project_queue (name, priority, command, env, project_path, spec_path, "
+                "max_retries, retry_delay, timeout, idle_timeout, enqueued_at, changed_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new.name,
+                    new.priority,
+                    json.dumps(new.command),
+                    json.dumps(new.env),
+                    new.project_path,
+                    new.spec_path,
+                    new.max_retries,
+                    new.retry_delay,
+                    new.timeout,
+                    new.idle_timeout,
+                    now_text(),
+                    source,
+                ),
+            )
+            project_id = int(cur.lastrowid or 0)
+            if not new.name:
+                conn.execute(
+                    "UPDATE project_queue SET name = ? WHERE id = ?", (f"project-{project_id}", project_id)
+                )
+        return self.get(project_id)
+
+    def get(self, project_id: int) -> Project:
+        """The project with ``project_id``; raises ``ProjectNotFound``."""
+        rows = self._read(f"SELECT {_PROJECT_COLUMNS} FROM project_queue WHERE id = ?", (project_id,))
+        if not rows:
+            raise ProjectNotFound(project_id)
+        return _row_to_project(rows[0])
+
+    def list_projects(
+        self, statuses: list[ProjectStatus] | None = None, limit: int | None = None
+    ) -> list[Project]:
+        """Projects in queue order: running, then queued by priority and age, then newest ended."""
+        sql = f"SELECT {_PROJECT_COLUMNS} FROM project_queue"
+        params: list[Any] = []
+        if statuses:
+            sql += f" WHERE status IN ({', '.join('?' for _ in statuses)})"
+            params.extend(s.value for s in statuses)
+        sql += " " + _ORDER
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_row_to_project(r) for r in self._read(sql, tuple(params))]
+
+    def claim_next(self, *, host: str, max_processing: int) -> Project | None:
+        """Move the next runnable queued project to ``processing`` (one writer at a time)."""
+        from tmux_orchestrator.naming import session_name_for
+
+        now = now_text()
+        with self._write() as conn:
+            running = conn.execute(
+                "SELECT count(*) FROM project_queue WHERE status = 'processing'"
+            ).fetchone()[0]
+            if running >= max_processing:
+                return None
+            # A queued row whose previous session is still open is cleaned up first
+            # (pre-dequeue cleanup), so it is not claimable yet.
+            row = conn.execute(
+                "SELECT id, name, attempt FROM project_queue "
+                "WHERE status = 'queued' AND (not_before IS NULL OR not_before <= ?) "
+                "AND (session_name IS NULL OR session_closed_at IS NOT NULL) "
+                "ORDER BY priority DESC, enqueued_at, id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            attempt = row["attempt"] + 1
+            conn.execute(
+                "UPDATE project_queue SET status = 'processing', changed_by = 'daemon', "
+                "session_name = ?, session_id = NULL, window_id = NULL, pane_pid = NULL, "
+                "session_closed_at = NULL, started_at = ?, attempt = ?, host = ?, not_before = NULL "
+                "WHERE id = ? AND status = 'queued'",
+                (session_name_for(row["id"], row["name"], attempt), now, attempt, host, row["id"]),
+            )
+        return self.get(row["id"])
+
+    def next_due(self) -> float | None:
+        """Seconds until the earliest delayed queued project becomes due (None if none waits)."""
+        rows = self._read(
+            "SELECT min(not_before) FROM project_queue WHERE status = 'queued' AND not_before IS NOT NULL"
+        )
+        when = parse_time(rows[0][0]) if rows else None
+        if when is None:
+            return None
+        return (when - datetime.now(timezone.utc)).total_seconds()
+
+    def record_session(
+        self, project_id: int, *, session_id: str, window_id: str, pane_pid: int
+    ) -> None:
+        """Store the tmux ids of a started session."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE project_queue SET session_id = ?, window_id = ?, pane_pid = ? WHERE id = ?",
+                (session_id, window_id, pane_pid, project_id),
+            )
+
+    def transition(
+        self,
+        project_id: int,
+        new: ProjectStatus,
+        *,
+        source: str,
+        outcome: Outcome | None = None,
+        exit_code: int | None = None,
+        error_message: str | None = None,
+        expected: ProjectStatus | None = None,
+        not_before: datetime | None = None,
+    ) -> Project:
+        """Apply one allowed status change (``UPDATE ... WHERE status IN (allowed)``)."""
+        allowed = {expected} if expected else set(predecessors(new))
+        allowed &= set(predecessors(new))
+        sets = ["status = ?", "changed_by = ?"]
+        params: list[Any] = [new.value, source]
+        if new.is_terminal:
+            sets += ["outcome = ?", "exit_code = coalesce(?, exit_code)", "completed_at = ?"]
+            params += [outcome.value if outcome else None, exit_code, now_text()]
+            sets.append("error_message = ?")
+            params.append(error_message if new != ProjectStatus.COMPLETED else None)
+        elif new == ProjectStatus.QUEUED:
+            sets.append("not_before = ?")
+            params.append(to_text(not_before) if not_before else None)
+            if error_message is not None:
+                sets.append("error_message = ?")
+                params.append(error_message)
+        placeholders = ", ".join("?" for _ in allowed) or "NULL"
+        with self._write() as conn:
+            cur = conn.execute(
+                f"UPDATE project_queue SET {', '.join(sets)} "
+                f"WHERE id = ? AND status IN ({placeholders})",
+                (*params, project_id, *(s.value for s in allowed)),
+            )
+            if cur.rowcount == 0:
+                row = conn.execute(
+                    "SELECT status FROM project_queue WHERE id = ?", (project_id,)
+                ).fetchone()
+                if row is None:
+                    raise ProjectNotFound(project_id)
+                raise InvalidTransition(project_id, row["status"], new.value)
+        return self.get(project_id)
+
+    def count_retry(self, project_id: int) -> None:
+        """Add one to ``retry_count`` (an automatic or manual retry)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE project_queue SET retry_count = retry_count + 1 WHERE id = ?", (project_id,)
+            )
+
+    def close_session(self, project_id: int, session_name: str | None = None) -> bool:
+        """Claim the clean-up of the session; exactly one caller gets True."""
+        sql = (
+            "UPDATE project_queue SET session_closed_at = ? "
+            "WHERE id = ? AND session_name IS NOT NULL AND session_closed_at IS NULL"
+        )
+        params: tuple[Any, ...] = (now_text(), project_id)
+        if session_name is not None:
+            sql += " AND session_name = ?"
+            params += (session_name,)
+        with self._write() as conn:
+            return conn.execute(sql, params).rowcount == 1
+
+    def set_exit_code(self, project_id: int, exit_code: int) -> None:
+        """Record a late exit code without touching the status or outcome."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE project_queue SET exit_code = ? WHERE id = ? AND exit_code IS NULL",
+                (exit_code, project_id),
+            )
+
+    def open_sessions(self) -> list[Project]:
+        """Projects whose session has not been closed (running, or ended and awaiting clean-up)."""
+        rows = self._read(
+            f"SELECT {_PROJECT_COLUMNS} FROM project_queue "
+            "WHERE session_name IS NOT NULL AND session_closed_at IS NULL"
+        )
+        return [_row_to_project(r) for r in rows]
+
+    def find_by_session(self, session_names: list[str]) -> dict[str, Project]:
+        """Projects whose current session has one of ``session_names``."""
+        out: dict[str, Project] = {}
+        for start in range(0, len(session_names), 500):
+            chunk = session_names[start : start + 500]
+            rows = self._read(
+                f"SELECT {_PROJECT_COLUMNS} FROM project_queue "
+                f"WHERE session_name IN ({', '.join('?' for _ in chunk)})",
+                tuple(chunk),
+            )
+            out.update({r["session_name"]: _row_to_project(r) for r in rows})
+        return out
+
+    def remove(self, project_id: int, *, source: str) -> Project:
+        """Delete a project that is not running (its events stay)."""
+        project = self.get(project_id)
+        with self._write() as conn:
+            conn.execute("UPDATE project_queue SET changed_by = ? WHERE id = ?", (source, project_id))
+            cur = conn.execute(
+                "DELETE FROM project_queue WHERE id = ? AND status != 'processing'", (project_id,)
+            )
+            if cur.rowcount == 0:
+                raise InvalidTransition(project_id, "processing", "removed (cancel it first)")
+        return project
+
+    # -- events ------------------------------------------------------------------------------
+    def append_event(
+        self,
+        kind: str,
+        *,
+        source: str,
+        project: Project | None = None,
+        message: str | None = None,
+        session_name: str | None = None,
+    ) -> None:
+        """Write a non-status event."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO events (kind, project_id, project_name, new_status, outcome, exit_code, "
+                "source, session_name, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    project.id if project else None,
+                    project.name if project else None,
+                    project.status.value if project else None,
+                    project.outcome.value if project and project.outcome else None,
+                    project.exit_code if project else None,
+                    source,
+                    session_name or (project.session_name if project else None),
+                    message,
+                ),
+            )
+
+    def append_events(
+        self, events: list[tuple[str, Project | None, str | None, str | None]], *, source: str
+    ) -> None:
+        """Write many non-status events ``(kind, project, session_name, message)`` at once."""
+        if not events:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO events (kind, project_id, project_name, new_status, source, "
+                "session_name, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (kind, p.id if p else None, p.name if p else None,
+                     p.status.value if p else None, source, session, message)
+                    for kind, p, session, message in events
+                ],
+            )
+
+    def events_after(
+        self,
+        after_id: int = 0,
+        *,
+        limit: int = 1000,
+        project_id: int | None = None,
+        kinds: list[str] | None = None,
+    ) -> list[Event]:
+        """Events with an id above ``after_id``, oldest first."""
+        sql = "SELECT * FROM events WHERE id > ?"
+        params: list[Any] = [after_id]
+        if project_id is not None:
+            sql += " AND project_id = ?"
+            params.append(project_id)
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            params.extend(kinds)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [_row_to_event(r) for r in self._read(sql, tuple(params))]
+
+    def last_event_id(self) -> int:
+        """The highest event id, 0 when there is none."""
+        return int(self._read("SELECT coalesce(max(id), 0) FROM events")[0][0])
+
+    # -- settings and change detection -------------------------------------------------------
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        """A value from the settings table."""
+        rows = self._read("SELECT value FROM settings WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a value in the settings table."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def changes_token(self) -> int:
+        """``PRAGMA data_version``: changes only when another connection commits (3.6 us)."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        """Number of projects per status (every status present, zeros included)."""
+        out = {s.value: 0 for s in ProjectStatus}
+        for row in self._read("SELECT status, count(*) FROM project_queue GROUP BY status"):
+            out[row[0]] = row[1]
+        return out
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (BEGIN ... END;) whole."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    rest = "\n".join(current).strip()
+    if rest:
+        statements.append(rest)
+    return statements

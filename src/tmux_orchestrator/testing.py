@@ -1,0 +1,168 @@
+"""pytest fixtures: a private home, tmux server and SQLite database per test.
+
+Registered as a pytest plugin (entry point ``tmux_orchestrator``), so projects that build on
+tmux-orchestrator can use them too. Every tmux server a fixture starts lives on a socket inside the
+test's own temporary directory and is ended by its pid afterwards; the user's default tmux server is
+never contacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.daemon import Daemon
+from tmux_orchestrator.orchestrator import Orchestrator
+from tmux_orchestrator.tmux import Tmux
+
+T = TypeVar("T")
+
+
+def retry_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
+                message: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def end_tmux_server(socket_path: Path) -> None:
+    """End the tmux server on ``socket_path`` by its pid (never any other server)."""
+    tmux = Tmux(socket_path)
+    if socket_path.exists():
+        result = tmux.run(["display-message", "-p", "#{pid}"], check=False)
+        pid = result.stdout.strip()
+        if result.returncode != 0:
+            # no client context without sessions: ask list-sessions for the pid instead
+            result = tmux.run(["list-sessions", "-F", "#{pid}"], check=False)
+            pid = result.stdout.split("\n", 1)[0].strip()
+        if pid.isdigit():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.01)
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+
+
+@pytest.fixture
+def tmo_home() -> Iterator[Path]:
+    """A fresh, short ``TMO_HOME`` (short so the tmux socket fits inside it)."""
+    home = Path(tempfile.mkdtemp(prefix="tmo-test-"))
+    settings = load_settings(home)
+    try:
+        yield home
+    finally:
+        end_tmux_server(settings.socket_path)
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def tmo_settings(tmo_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings of the test's home (``TMO_HOME`` is exported for subprocesses too)."""
+    monkeypatch.setenv("TMO_HOME", str(tmo_home))
+    monkeypatch.delenv("TMO_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TMO_PROJECT_ID", raising=False)
+    settings = load_settings(tmo_home)
+    settings.kill_grace = 2.0
+    settings.reconcile_interval = 0.5
+    return settings
+
+
+@pytest.fixture
+def orchestrator(tmo_settings: Settings) -> Iterator[Orchestrator]:
+    """An :class:`Orchestrator` on the test's home, database and private tmux server."""
+    orch = Orchestrator(tmo_settings, source="api")
+    try:
+        yield orch
+    finally:
+        orch.close()
+
+
+class DaemonThread:
+    """A real :class:`Daemon` run in a thread of the test process (no signal handlers)."""
+
+    def __init__(self, settings: Settings, concurrency: int = 1) -> None:
+        self.orch = Orchestrator(settings, source="daemon")
+        self.daemon = Daemon(self.orch, concurrency=concurrency, install_signal_handlers=False)
+        self.thread = threading.Thread(target=self._run, name="tmo-daemon", daemon=True)
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def start(self) -> DaemonThread:
+        """Start and wait until the daemon has done its start-up reconcile."""
+        self.thread.start()
+        retry_until(lambda: self.daemon._fifo_fd >= 0 and self.daemon._token != -1 or self.error,
+                    message="daemon start")
+        if self.error:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        """Stop the loop and wait for it (sessions are left running, as with SIGTERM)."""
+        self.daemon.stop()
+        self.thread.join(10)
+        self.orch.close()
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture
+def daemon_factory(tmo_settings: Settings) -> Iterator[Callable[..., DaemonThread]]:
+    """Start in-process daemons on the test's home; all are stopped at the end of the test."""
+    started: list[DaemonThread] = []
+
+    def start(concurrency: int = 1) -> DaemonThread:
+        daemon = DaemonThread(tmo_settings, concurrency).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.thread.is_alive():
+            daemon.stop()
+
+
+@pytest.fixture
+def foreign_tmux() -> Iterator[Tmux]:
+    """A separate tmux server standing for the user's own, with an untagged session ``job1``."""
+    directory = Path(tempfile.mkdtemp(prefix="tmo-foreign-"))
+    tmux = Tmux(directory / "user.sock")
+    tmux.run(["new-session", "-d", "-s", "job1", "sleep", "600"])
+    try:
+        yield tmux
+    finally:
+        end_tmux_server(tmux.socket_path)
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,18 @@
+"""tmux layer: one choke point for tmux calls, this home's server, and the session manager."""
+
+from __future__ import annotations
+
+from tmux_orchestrator.tmux.client import Tmux, check_tmux
+from tmux_orchestrator.tmux.server import KEEPER, OrchestratorServer, SessionInfo, StartedSession
+from tmux_orchestrator.tmux.sessions import TmuxSessionManager, signal_group
+
+__all__ = [
+    "KEEPER",
+    "OrchestratorServer",
+    "SessionInfo",
+    "StartedSession",
+    "Tmux",
+    "TmuxSessionManager",
+    "check_tmux",
+    "signal_group",
+]

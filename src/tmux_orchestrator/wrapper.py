@@ -1,0 +1,126 @@
+"""The wrapper that runs a project's command inside its pane and reports how it ended.
+
+The wrapper is a small POSIX sh script written per attempt to ``$TMO_HOME/run/<id>-<attempt>.sh``
+(mode 0600: it holds the project's environment). It
+
+* runs the command in the project's directory with ``TMO_PROJECT_ID``, ``TMO_HOME``,
+  ``TMO_DONE_FILE`` and the project's own variables;
+* keeps the exit code durably in ``<id>-<attempt>.exit`` (written atomically), so a daemon that was
+  down when the project ended still finds the real code after its restart;
+* then pushes ``exit <id> <attempt> <code>`` into the daemon's FIFO, which wakes the daemon about
+  0.5 ms after the exit (``tmux-facts.md`` section 2). The FIFO is opened read-write (``1<>``), so the
+  write never blocks when no daemon is listening.
+
+The wrapper traps HUP, INT and TERM with a no-op handler (not an ignore: ignored signals would be
+inherited by the command) so that it outlives a signalled command long enough to report its code.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from tmux_orchestrator.config import Settings
+from tmux_orchestrator.project import Project
+
+
+def wrapper_script(settings: Settings, project: Project) -> str:
+    """The sh source of the wrapper for ``project``'s current attempt."""
+    exit_path = settings.exit_path(project.id, project.attempt)
+    env = {
+        **project.env,
+        "TMO_HOME": str(settings.home),
+        "TMO_PROJECT_ID": str(project.id),
+        "TMO_ATTEMPT": str(project.attempt),
+        "TMO_DONE_FILE": str(settings.marker_path(project.id)),
+        "TMO_SESSION_NAME": project.session_name or "",
+    }
+    if project.spec_path:
+        env["TMO_SPEC_FILE"] = project.spec_path
+    if settings.database_url and not settings.database_url.startswith("sqlite"):
+        env["TMO_DATABASE_URL"] = settings.database_url
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if _valid_name(k))
+    q = shlex.quote
+    tmp = f"{exit_path}.tmp"
+    return f"""# tmux-orchestrator wrapper: project {project.id}, attempt {project.attempt}
+trap : HUP INT TERM
+{exports}
+{shlex.join(project.command)}
+rc=$?
+printf '%s\\n' "$rc" > {q(tmp)} && mv -f {q(tmp)} {q(str(exit_path))}
+printf 'exit %s %s %s\\n' {project.id} {project.attempt} "$rc" 1<> {q(str(settings.fifo_path))}
+exit "$rc"
+"""
+
+
+def _valid_name(key: str) -> bool:
+    return bool(key) and (key[0].isalpha() or key[0] == "_") and all(
+        c.isalnum() or c == "_" for c in key
+    )
+
+
+def write_wrapper(settings: Settings, project: Project) -> Path:
+    """Write the wrapper of the current attempt; returns its path."""
+    path = settings.run_dir / f"{project.id}-{project.attempt}.sh"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(wrapper_script(settings, project))
+    return path
+
+
+@dataclass(frozen=True)
+class ExitMessage:
+    """``exit <id> <attempt> <code>`` as read from the FIFO."""
+
+    project_id: int
+    attempt: int
+    exit_code: int
+
+
+def parse_fifo_line(line: str) -> ExitMessage | None:
+    """The exit message in ``line``, or None for pokes and garbage."""
+    parts = line.split()
+    if len(parts) == 4 and parts[0] == "exit" and all(p.lstrip("-").isdigit() for p in parts[1:]):
+        return ExitMessage(int(parts[1]), int(parts[2]), int(parts[3]))
+    return None
+
+
+def read_exit_file(path: Path) -> int | None:
+    """The exit code the wrapper left in ``path``, or None if there is none (yet)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+_SUCCESS = {"", "0", "ok", "success", "succeeded", "done", "complete", "completed", "pass", "passed"}
+_FAILURE = {"fail", "failed", "failure", "error", "errored", "1", "false"}
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What a project wrote into its ``$TMO_DONE_FILE``."""
+
+    success: bool
+    message: str | None
+
+
+def parse_marker(text: str) -> Marker:
+    """Read a marker file: first word success/failure (empty = success), the rest a message.
+
+    Accepted first words: ``ok``, ``success``, ``done``, ``completed``, ``0`` ... for success and
+    ``fail``, ``failed``, ``error``, ``1`` ... for failure; a first word that is neither counts as
+    success and the whole text is kept as the message.
+    """
+    stripped = text.strip()
+    parts = stripped.split(None, 1)
+    word = parts[0].rstrip(":").lower() if parts else ""
+    message = parts[1].strip() if len(parts) > 1 else None
+    if word in _FAILURE:
+        return Marker(False, message)
+    if word in _SUCCESS:
+        return Marker(True, message)
+    return Marker(True, stripped or None)
