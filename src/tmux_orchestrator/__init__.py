@@ -10,11 +10,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from tmux_orchestrator.config import Settings, load_settings  # noqa: E402
-from tmux_orchestrator.errors import OrchestratorError  # noqa: E402
-from tmux_orchestrator.orchestrator import Orchestrator, TmuxOrchestratorScheduler  # noqa: E402
-from tmux_orchestrator.project import Outcome, Project, ProjectStatus  # noqa: E402
-from tmux_orchestrator.tmux import TmuxSessionManager  # noqa: E402
+from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.errors import OrchestratorError
+from tmux_orchestrator.orchestrator import Orchestrator, TmuxOrchestratorScheduler
+from tmux_orchestrator.project import Outcome, Project, ProjectStatus
+from tmux_orchestrator.tmux import TmuxSessionManager
 
 __all__ = [
     "Orchestrator",

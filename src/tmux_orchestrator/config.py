@@ -159,7 +159,7 @@ def load_settings(home: Path | str | None = None, database_url: str | None = Non
     home_path = Path(home).expanduser() if home else default_home()
     settings = Settings(home=home_path.absolute())
     values = _read_config_file(settings.config_path)
-    known = {f.name: f for f in fields(Settings)} 
+    known = {f.name: f for f in fields(Settings)}
     for key, raw in values.items():
         if key in ("home", "extra") or key not in known:
             settings.extra[key] = raw

@@ -28,17 +28,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from types import FrameType
 
 from tmux_orchestrator import __version__
-from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound, ServerNotRunning, TmuxError
+from tmux_orchestrator.errors import (
+    InvalidTransition,
+    OrchestratorError,
+    ProjectNotFound,
+    ServerNotRunning,
+    TmuxError,
+)
 from tmux_orchestrator.lock import DaemonLock
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
 from tmux_orchestrator.reconcile import Reconciler
 from tmux_orchestrator.store.sqlite import now_text, to_text
 from tmux_orchestrator.tmux import check_tmux
-from tmux_orchestrator.wrapper import ExitMessage, parse_fifo_line, parse_marker, read_exit_file, write_wrapper
+from tmux_orchestrator.wrapper import (
+    ExitMessage,
+    parse_fifo_line,
+    parse_marker,
+    write_wrapper,
+)
 
 log = logging.getLogger(__name__)
 
@@ -528,9 +540,9 @@ class Daemon:
         if project.timeout:
             elapsed = 0.0
             if project.started_at is not None:
-                from datetime import datetime, timezone
+                from datetime import datetime
 
-                elapsed = max(0.0, (datetime.now(timezone.utc) - project.started_at).total_seconds())
+                elapsed = max(0.0, (datetime.now(UTC) - project.started_at).total_seconds())
             deadline = time.monotonic() + project.timeout - elapsed
         self.running[project.id] = Running(
             project=project, deadline=deadline, idle_timeout=project.idle_timeout

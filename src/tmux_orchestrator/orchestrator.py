@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -40,16 +40,16 @@ class SessionRowLike(Protocol):
     """A session with its project and why it is being acted on (see ``reconcile.SessionRow``)."""
 
     @property
-    def session(self) -> SessionInfo: ...  # noqa: D102
+    def session(self) -> SessionInfo: ...
 
     @property
-    def project(self) -> Project | None: ...  # noqa: D102
+    def project(self) -> Project | None: ...
 
     @property
-    def state(self) -> str: ...  # noqa: D102
+    def state(self) -> str: ...
 
     @property
-    def reason(self) -> str: ...  # noqa: D102
+    def reason(self) -> str: ...
 
 #: Outcomes after which a project's retry policy applies (a human's ``fail`` or ``cancel`` is final).
 RETRYABLE = frozenset(
@@ -123,7 +123,9 @@ class Orchestrator:
             if not key or "=" in key or not (key[0].isalpha() or key[0] == "_") or not all(
                 c.isalnum() or c == "_" for c in key
             ):
-                raise UsageError(f"invalid environment variable name {key!r}; use K=V with K in [A-Za-z_][A-Za-z0-9_]*")
+                raise UsageError(
+                    f"invalid environment variable name {key!r}; use K=V with K in [A-Za-z_][A-Za-z0-9_]*"
+                )
         if max_retries < 0:
             raise UsageError("--max-retries must be 0 or more")
         for label, value in (("timeout", timeout), ("idle timeout", idle_timeout)):
@@ -226,7 +228,9 @@ class Orchestrator:
         """Queue an ended project again (``tmo retry``); counts as a retry."""
         project = self.store.get(project_id)
         if not project.is_terminal:
-            raise InvalidTransition(project_id, project.status.value, "queued (only ended projects can be retried)")
+            raise InvalidTransition(
+                project_id, project.status.value, "queued (only ended projects can be retried)"
+            )
         self.cleanup_session(project, reason="retried")
         self.store.count_retry(project_id)
         project = self.store.transition(project_id, ProjectStatus.QUEUED, source=self.source)
@@ -242,7 +246,7 @@ class Orchestrator:
         ):
             return project
         delay = min(project.retry_delay * (2**project.retry_count), max(project.retry_delay, MAX_RETRY_DELAY))
-        not_before = datetime.now(timezone.utc) + timedelta(seconds=delay) if delay > 0 else None
+        not_before = datetime.now(UTC) + timedelta(seconds=delay) if delay > 0 else None
         self.store.count_retry(project.id)
         try:
             project = self.store.transition(
@@ -368,7 +372,7 @@ class Orchestrator:
             if _alive(pid):
                 signal_group(pid, signal.SIGKILL)
         gone = {s.session_id for s in killed}
-        events = []
+        events: list[tuple[str, Project | None, str | None, str | None]] = []
         for row in owned:
             if row.session.session_id not in gone:
                 continue

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 
-class ProjectStatus(str, enum.Enum):
+class ProjectStatus(enum.StrEnum):
     """Where a project is in its life. Values are what ``project_queue.status`` holds."""
 
     #: Waiting for a free slot.
@@ -26,9 +26,6 @@ class ProjectStatus(str, enum.Enum):
     FAILED = "failed"
     #: Stopped by ``tmo cancel`` before or while running.
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_terminal(self) -> bool:
@@ -67,7 +64,7 @@ def predecessors(new: ProjectStatus) -> frozenset[ProjectStatus]:
     return frozenset(old for old, targets in ALLOWED.items() if new in targets)
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How a project ended, stored apart from its status."""
 
     #: The command exited by itself; ``exit_code`` holds its code.
@@ -88,9 +85,6 @@ class Outcome(str, enum.Enum):
     LOST = "lost"
     #: Its session could not be started (missing directory, tmux error, ...).
     SPAWN_ERROR = "spawn_error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def outcome_for_exit(exit_code: int) -> Outcome:

@@ -22,7 +22,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tmux_orchestrator.errors import (
@@ -216,7 +216,7 @@ class Reconciler:
                 self.lose(current, "its session vanished without reporting an exit code")
 
     def _check_sessions(self, owned: list[SessionInfo]) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for row in classify(owned, self.daemon.store):
             session, project = row.session, row.project
             if project is None:

@@ -81,7 +81,9 @@ def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
     lock = DaemonLock(settings.lock_path)
     pid = lock.running_pid()
     if pid is None:
-        raise DaemonNotRunning(f"no daemon is running for {settings.home} (start one with `tmo daemon start`)")
+        raise DaemonNotRunning(
+            f"no daemon is running for {settings.home} (start one with `tmo daemon start`)"
+        )
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

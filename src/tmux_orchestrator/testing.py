@@ -122,7 +122,7 @@ class DaemonThread:
     def start(self) -> DaemonThread:
         """Start and wait until the daemon has done its start-up reconcile."""
         self.thread.start()
-        retry_until(lambda: self.daemon._fifo_fd >= 0 and self.daemon._token != -1 or self.error,
+        retry_until(lambda: (self.daemon._fifo_fd >= 0 and self.daemon._token != -1) or self.error,
                     message="daemon start")
         if self.error:
             raise self.error

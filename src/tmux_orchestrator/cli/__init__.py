@@ -13,16 +13,15 @@ import traceback
 
 import click
 
+# Importing the command modules registers their commands on ``cli``.
+from tmux_orchestrator.cli import daemon as _daemon  # noqa: F401
+from tmux_orchestrator.cli import demo as _demo  # noqa: F401
+from tmux_orchestrator.cli import doctor as _doctor  # noqa: F401
+from tmux_orchestrator.cli import events as _events  # noqa: F401
+from tmux_orchestrator.cli import projects as _projects  # noqa: F401
+from tmux_orchestrator.cli import sessions as _sessions  # noqa: F401
 from tmux_orchestrator.cli.app import cli
 from tmux_orchestrator.errors import OrchestratorError
-
-# Importing the command modules registers their commands on ``cli``.
-from tmux_orchestrator.cli import daemon as _daemon  # noqa: F401, E402
-from tmux_orchestrator.cli import demo as _demo  # noqa: F401, E402
-from tmux_orchestrator.cli import doctor as _doctor  # noqa: F401, E402
-from tmux_orchestrator.cli import events as _events  # noqa: F401, E402
-from tmux_orchestrator.cli import projects as _projects  # noqa: F401, E402
-from tmux_orchestrator.cli import sessions as _sessions  # noqa: F401, E402
 
 __all__ = ["cli", "main"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -20,7 +20,7 @@ from tmux_orchestrator.errors import OrchestratorError
 from tmux_orchestrator.project import Project, ProjectStatus
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     """A click type for ``30s``, ``5m``, ``2h``, ``1d`` or plain seconds."""
 
     name = "duration"
@@ -80,13 +80,13 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
 def _age(when: datetime | None) -> str:
     if when is None:
         return ""
-    return format_duration((datetime.now(timezone.utc) - when).total_seconds())
+    return format_duration((datetime.now(UTC) - when).total_seconds())
 
 
 def _runtime(project: Project) -> str:
     if project.started_at is None:
         return ""
-    end = project.completed_at or datetime.now(timezone.utc)
+    end = project.completed_at or datetime.now(UTC)
     return format_duration(max(0.0, (end - project.started_at).total_seconds()))
 
 

@@ -6,7 +6,7 @@ import fnmatch
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -25,7 +25,7 @@ def sessions(ctx: Context, as_json: bool) -> None:
     if as_json:
         print_json([r.to_dict() for r in rows])
         return
-    now = datetime.now(timezone.utc).timestamp()
+    now = datetime.now(UTC).timestamp()
     print_table(
         ["SESSION", "ID", "PROJECT", "STATUS", "STATE", "AGE", "ATTACHED"],
         [

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,12 +47,12 @@ _ORDER = (
 
 def now_text() -> str:
     """The current UTC time in the format of every timestamp column."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def to_text(value: datetime) -> str:
     """A datetime in the format of every timestamp column."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -61,10 +61,10 @@ def parse_time(text: str | None) -> datetime | None:
         return None
     for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def _row_to_project(row: sqlite3.Row) -> Project:
@@ -315,7 +315,7 @@ class SqliteStore:
         when = parse_time(rows[0][0]) if rows else None
         if when is None:
             return None
-        return (when - datetime.now(timezone.utc)).total_seconds()
+        return (when - datetime.now(UTC)).total_seconds()
 
     def record_session(
         self, project_id: int, *, session_id: str, window_id: str, pane_pid: int

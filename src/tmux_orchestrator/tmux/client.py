@@ -53,7 +53,7 @@ class TmuxResult:
 
 def parse_version(text: str) -> tuple[int, int] | None:
     """``(3, 3)`` from ``tmux 3.3a``; ``None`` when the text names no version."""
-    if "master" in text or "next" in text and not re.search(r"\d", text):
+    if "master" in text or ("next" in text and not re.search(r"\d", text)):
         return (99, 0)
     match = re.search(r"(\d+)\.(\d+)", text)
     return (int(match.group(1)), int(match.group(2))) if match else None
