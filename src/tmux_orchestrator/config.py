@@ -52,6 +52,10 @@ class Settings:
     log_retention_mb: float = 0.0
     #: Width x height of new project windows.
     window_size: str = "200x50"
+    #: After a reboot, projects that were running are ``requeue``d or ``fail``ed as lost.
+    reboot_policy: str = "requeue"
+    #: After a reboot, start with the queue paused (``tmo resume`` to go on).
+    pause_after_reboot: bool = False
     #: ``full`` (fsync every commit) or ``normal`` (WAL default: survives crashes of any process).
     sqlite_synchronous: str = "normal"
     #: Extra raw values from config.toml that no field knows (kept for forward compatibility).
@@ -175,6 +179,8 @@ def load_settings(home: Path | str | None = None, database_url: str | None = Non
         settings.database_url = f"sqlite:///{settings.home / 'tmo.db'}"
     if settings.orphan_policy not in ("kill", "keep"):
         raise ConfigError(f"orphan_policy must be 'kill' or 'keep', not {settings.orphan_policy!r}")
+    if settings.reboot_policy not in ("requeue", "fail"):
+        raise ConfigError(f"reboot_policy must be 'requeue' or 'fail', not {settings.reboot_policy!r}")
     if settings.sqlite_synchronous not in ("full", "normal"):
         raise ConfigError("sqlite_synchronous must be 'full' or 'normal'")
     return settings
@@ -196,6 +202,15 @@ def _coerce(name: str, raw: Any, kind: Any, where: object) -> Any:
     try:
         if name in _DURATION_FIELDS:
             return parse_duration(str(raw))
+        if kind in ("bool", bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected true or false")
         if kind in ("float", float):
             return float(raw)
         if kind in ("int", int):

@@ -32,6 +32,7 @@ from datetime import UTC
 from types import FrameType
 
 from tmux_orchestrator import __version__
+from tmux_orchestrator.boot import boot_id
 from tmux_orchestrator.errors import (
     InvalidTransition,
     OrchestratorError,
@@ -43,6 +44,7 @@ from tmux_orchestrator.lock import DaemonLock
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
 from tmux_orchestrator.reconcile import Reconciler
+from tmux_orchestrator.retention import ACTIVE, prune_logs
 from tmux_orchestrator.store.sqlite import now_text, to_text
 from tmux_orchestrator.tmux import check_tmux
 from tmux_orchestrator.wrapper import (
@@ -135,7 +137,7 @@ class Daemon:
         self._token = -1
         self._run_dir_mtime = 0.0
         self._next_reconcile = 0.0
-        self._next_due_check = 0.0
+        self._next_prune = 0.0
         self.concurrency = 1
         self.paused = False
         #: Set whenever something may have freed a slot or queued a project.
@@ -185,7 +187,11 @@ class Daemon:
         ):
             self.store.set_setting(key, value)
         self._event_cursor = self.store.last_event_id()
-        self.reconciler.startup()
+        current_boot = boot_id()
+        previous_boot = self.store.get_setting("boot_id")
+        self.store.set_setting("boot_id", current_boot)
+        self.reconciler.startup(rebooted=previous_boot is not None and previous_boot != current_boot)
+        self._prune_logs()
         self.store.append_event(
             "daemon_started", source="daemon",
             message=f"pid {os.getpid()}, concurrency {self.concurrency}, socket {self.settings.socket_path}",
@@ -280,6 +286,8 @@ class Daemon:
             self._check_markers()
             now = time.monotonic()
             self._check_deadlines(now)
+            if now >= self._next_prune:
+                self._prune_logs()
             if now >= self._next_reconcile:
                 self.reconciler.run()
                 self._check_idle(now)
@@ -476,6 +484,15 @@ class Daemon:
         if project.status == ProjectStatus.FAILED:
             self.orch.requeue_after_failure(project)
         return project
+
+    def _prune_logs(self) -> None:
+        """Apply log retention (at start, then hourly)."""
+        self._next_prune = time.monotonic() + 3600
+        active = {p.id for p in self.store.list_projects(list(ACTIVE))}
+        try:
+            prune_logs(self.settings, active)
+        except OSError as exc:
+            log.warning("log retention failed: %s", exc)
 
     def _fill_slots(self) -> None:
         if self._next_due is not None and time.monotonic() >= self._next_due:

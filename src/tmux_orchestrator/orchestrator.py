@@ -304,7 +304,30 @@ class Orchestrator:
         self, project: Project, session: SessionInfo, *, reason: str, grace: float | None = None,
         event: str = "session_killed",
     ) -> None:
-        """Backup, SIGTERM the group, wait up to ``grace``, SIGKILL, kill the session, log events."""
+        """Backup, SIGTERM the group, wait up to ``grace``, SIGKILL, kill the session, log events.
+
+        When the caller runs inside that very session (an agent running ``tmo complete``), the work
+        is done by a forked child in a new process session, so the SIGTERM and SIGHUP meant for the
+        project do not cut the clean-up short.
+        """
+        if session.pane_pid and _in_session_of(session.pane_pid):
+            child = os.fork()
+            if child == 0:  # pragma: no cover - runs in the detached child
+                code = 0
+                try:
+                    os.setsid()
+                    self._kill_project_session(project, session, reason=reason, grace=grace, event=event)
+                except BaseException:  # noqa: BLE001 - nothing to report to from here
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.waitpid(child, 0)
+            return
+        self._kill_project_session(project, session, reason=reason, grace=grace, event=event)
+
+    def _kill_project_session(
+        self, project: Project, session: SessionInfo, *, reason: str, grace: float | None, event: str
+    ) -> None:
         self.save_scrollback(project, session)
         pgid = session.pane_pid
         grace = self.settings.kill_grace if grace is None else grace
@@ -415,7 +438,23 @@ class Orchestrator:
                 killed.append(session.name)
         return killed
 
-    # -- daemon ------------------------------------------------------------------------------
+    # -- daemon ---------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop claiming projects (running ones go on); survives daemon restarts."""
+        self.store.set_setting("paused", "1")
+        self.store.append_event("queue_paused", source=self.source)
+        self.poke_daemon()
+
+    def resume(self) -> None:
+        """Claim projects again after :meth:`pause`."""
+        self.store.set_setting("paused", "0")
+        self.store.append_event("queue_resumed", source=self.source)
+        self.poke_daemon()
+
+    def is_paused(self) -> bool:
+        """True while the queue is paused."""
+        return self.store.get_setting("paused", "0") == "1"
+
     def poke_daemon(self) -> None:
         """Wake the daemon at once (it would notice the change within ``db_poll_interval``)."""
         fifo = self.settings.fifo_path
@@ -432,6 +471,14 @@ class Orchestrator:
 
 
 _HAS_PROC = os.path.exists("/proc/self/stat")
+
+
+def _in_session_of(pane_pid: int) -> bool:
+    """True if this process belongs to the pane's process session or group (runs inside it)."""
+    try:
+        return os.getsid(0) == pane_pid or os.getpgid(0) == pane_pid
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -131,12 +131,17 @@ class Project:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601 UTC strings)."""
-        out: dict[str, Any] = {}
-        for key, value in self.__dict__.items():
-            if isinstance(value, datetime):
+        out = dict(self.__dict__)
+        for key in _TIME_FIELDS:
+            value = out[key]
+            if value is not None:
                 out[key] = value.isoformat()
-            elif isinstance(value, enum.Enum):
-                out[key] = value.value
-            else:
-                out[key] = value
+        for key in ("status", "outcome"):
+            if out[key] is not None:
+                out[key] = out[key].value
+        out["command"] = list(self.command)
+        out["env"] = dict(self.env)
         return out
+
+
+_TIME_FIELDS = ("enqueued_at", "started_at", "completed_at", "session_closed_at", "not_before")

@@ -133,19 +133,54 @@ class Reconciler:
         return self.daemon.server.snapshot()
 
     # -- start-up ----------------------------------------------------------------------------
-    def startup(self) -> None:
-        """Before the first claim: adopt, finish or lose every ``processing`` row, then clean up."""
+    def startup(self, *, rebooted: bool = False) -> None:
+        """Before the first claim: adopt, finish or lose every ``processing`` row, then clean up.
+
+        After a reboot (``rebooted``), running projects whose end was not recorded are requeued or
+        failed as lost, as ``reboot_policy`` says; a plain restart never takes that path.
+        """
         store = self.daemon.store
+        settings = self.daemon.settings
         rows = store.list_projects([ProjectStatus.PROCESSING])
         _, owned = self._list()
         missing = self._adopt(rows, {s.name: s for s in owned})
+        if rebooted:
+            store.append_event(
+                "reboot_detected", source="daemon",
+                message=f"{len(missing)} running project(s); policy {settings.reboot_policy}"
+                + (", queue paused" if settings.pause_after_reboot else ""),
+            )
+            log.warning("reboot detected: %s project(s) were running", len(missing))
+            if settings.pause_after_reboot:
+                self.orch.pause()
+                self.daemon.paused = True
+            for project in missing:
+                if settings.reboot_policy == "requeue":
+                    self._requeue(project, "requeued after a reboot")
+                else:
+                    self.lose(project, "the machine rebooted")
+            missing = []
         if missing:
             time.sleep(0.2)  # confirm the absence with a second look
             _, owned = self._list()
             for project in self._adopt(missing, {s.name: s for s in owned}):
-                self.lose(project, "its session was gone when the daemon started")
+                if project.session_id is None:
+                    # Claimed, but the daemon died before the session existed: it never ran.
+                    self._requeue(project, "its session was never started")
+                else:
+                    self.lose(project, "its session was gone when the daemon started")
         self._close_unclosed(owned)
         self.run()
+
+    def _requeue(self, project: Project, why: str) -> None:
+        store = self.daemon.store
+        store.close_session(project.id, project.session_name)
+        try:
+            store.transition(project.id, ProjectStatus.QUEUED, source="daemon", error_message=why,
+                             expected=ProjectStatus.PROCESSING)
+        except InvalidTransition:
+            return
+        log.info("project %s %s", project.id, why, extra={"project_id": project.id})
 
     def _adopt(self, rows: list[Project], by_name: dict[str, SessionInfo]) -> list[Project]:
         missing: list[Project] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,22 +65,23 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON."""
-    click.echo(json.dumps(data, indent=2, default=str))
+    """Print ``data`` as JSON: indented for a terminal, compact (and much faster) for a pipe."""
+    indent = 2 if sys.stdout.isatty() else None
+    click.echo(json.dumps(data, indent=indent, default=str))
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print aligned columns (no colour, pipe-friendly)."""
-    text_rows = [[("" if v is None else str(v)) for v in row] for row in rows]
+    """Print aligned columns (no colour, pipe-friendly); cells longer than 60 are cut."""
+    text_rows = [["" if v is None else str(v) for v in row] for row in rows]
+    text_rows = [[v if len(v) <= 60 else v[:57] + "..." for v in row] for row in text_rows]
     widths = [len(h) for h in headers]
     for row in text_rows:
         for i, value in enumerate(row):
-            widths[i] = min(max(widths[i], len(value)), 60)
-    line = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers))
-    click.echo(line.rstrip())
-    for row in text_rows:
-        cells = [v if len(v) <= 60 else v[:57] + "..." for v in row]
-        click.echo("  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip())
+            if len(value) > widths[i]:
+                widths[i] = len(value)
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip()
+             for row in [list(headers), *text_rows]]
+    click.echo("\n".join(lines))
 
 
 def project_id_from_env(value: int | None, what: str) -> int:

@@ -105,6 +105,10 @@ LIST_FIELDS = (
 )
 
 
+def _fields(data: dict[str, object]) -> dict[str, object]:
+    return {k: data[k] for k in LIST_FIELDS}
+
+
 @cli.command("list")
 @click.option("--status", "-s", "statuses", multiple=True, type=STATUS_CHOICE,
               help="Only projects with this status; repeatable.")
@@ -115,7 +119,7 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
     """List projects: running first, then queued by priority, then the most recently ended."""
     projects = ctx.orch.store.list_projects([ProjectStatus(s) for s in statuses] or None, limit)
     if as_json:
-        print_json([{k: p.to_dict()[k] for k in LIST_FIELDS} for p in projects])
+        print_json([_fields(p.to_dict()) for p in projects])
         return
     print_table(
         ["ID", "STATUS", "OUTCOME", "PRI", "NAME", "SESSION", "RUNTIME", "QUEUED"],
@@ -216,8 +220,7 @@ def remove(ctx: Context, ids: tuple[int, ...]) -> None:
 @pass_context
 def pause(ctx: Context) -> None:
     """Stop starting new projects (running ones go on)."""
-    ctx.orch.store.set_setting("paused", "1")
-    ctx.orch.poke_daemon()
+    ctx.orch.pause()
     click.echo("queue paused")
 
 
@@ -225,6 +228,5 @@ def pause(ctx: Context) -> None:
 @pass_context
 def resume(ctx: Context) -> None:
     """Start projects again after `tmo pause`."""
-    ctx.orch.store.set_setting("paused", "0")
-    ctx.orch.poke_daemon()
+    ctx.orch.resume()
     click.echo("queue resumed")

@@ -59,43 +59,46 @@ def parse_time(text: str | None) -> datetime | None:
     """A timestamp column value as an aware UTC datetime."""
     if not text:
         return None
-    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return datetime.fromisoformat(text).astimezone(UTC)
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _row_to_project(row: sqlite3.Row) -> Project:
+    # Positional access in _PROJECT_COLUMNS order: listing 10,000 rows is on the `tmo list` path.
+    (pid, name, status, priority, command, env, project_path, spec_path, session_name, session_id,
+     window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at,
+     session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout,
+     idle_timeout, host) = tuple(row)
     return Project(
-        id=row["id"],
-        name=row["name"],
-        status=ProjectStatus(row["status"]),
-        priority=row["priority"],
-        command=json.loads(row["command"]),
-        env=json.loads(row["env"] or "{}"),
-        project_path=row["project_path"],
-        spec_path=row["spec_path"],
-        session_name=row["session_name"],
-        session_id=row["session_id"],
-        window_id=row["window_id"],
-        pane_pid=row["pane_pid"],
-        outcome=Outcome(row["outcome"]) if row["outcome"] else None,
-        exit_code=row["exit_code"],
-        error_message=row["error_message"],
-        enqueued_at=parse_time(row["enqueued_at"]),
-        started_at=parse_time(row["started_at"]),
-        completed_at=parse_time(row["completed_at"]),
-        session_closed_at=parse_time(row["session_closed_at"]),
-        attempt=row["attempt"],
-        retry_count=row["retry_count"],
-        max_retries=row["max_retries"],
-        retry_delay=row["retry_delay"],
-        not_before=parse_time(row["not_before"]),
-        timeout=row["timeout"],
-        idle_timeout=row["idle_timeout"],
-        host=row["host"],
+        id=pid,
+        name=name,
+        status=ProjectStatus(status),
+        priority=priority,
+        command=json.loads(command),
+        env=json.loads(env) if env and env != "{}" else {},
+        project_path=project_path,
+        spec_path=spec_path,
+        session_name=session_name,
+        session_id=session_id,
+        window_id=window_id,
+        pane_pid=pane_pid,
+        outcome=Outcome(outcome) if outcome else None,
+        exit_code=exit_code,
+        error_message=error_message,
+        enqueued_at=parse_time(enqueued_at),
+        started_at=parse_time(started_at),
+        completed_at=parse_time(completed_at),
+        session_closed_at=parse_time(session_closed_at),
+        attempt=attempt,
+        retry_count=retry_count,
+        max_retries=max_retries,
+        retry_delay=retry_delay,
+        not_before=parse_time(not_before),
+        timeout=timeout,
+        idle_timeout=idle_timeout,
+        host=host,
     )
 
 
