@@ -43,7 +43,7 @@ from tmux_orchestrator.errors import (
 from tmux_orchestrator.lock import DaemonLock
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
-from tmux_orchestrator.reconcile import Reconciler
+from tmux_orchestrator.reconcile import HANGUP_CODE, Reconciler
 from tmux_orchestrator.retention import ACTIVE, prune_logs
 from tmux_orchestrator.store.sqlite import now_text, to_text
 from tmux_orchestrator.tmux import check_tmux
@@ -176,7 +176,7 @@ class Daemon:
         self._open_fifo()
         self.orch.source = "daemon"
         self.workers = Workers(4, lambda exc: log.error("worker failed: %s", exc, exc_info=exc))
-        self.server.ensure_running(
+        server_was_down = self.server.ensure_running(
             history_limit=self.settings.history_limit, window_size=self.settings.window_size
         )
         for key, value in (
@@ -190,7 +190,10 @@ class Daemon:
         current_boot = boot_id()
         previous_boot = self.store.get_setting("boot_id")
         self.store.set_setting("boot_id", current_boot)
-        self.reconciler.startup(rebooted=previous_boot is not None and previous_boot != current_boot)
+        self.reconciler.startup(
+            rebooted=previous_boot is not None and previous_boot != current_boot,
+            server_was_down=server_was_down,
+        )
         self._prune_logs()
         self.store.append_event(
             "daemon_started", source="daemon",
@@ -454,7 +457,7 @@ class Daemon:
         self.running.pop(project.id, None)
         if project.status == ProjectStatus.PROCESSING:
             outcome = outcome_for_exit(exit_code)
-            if exit_code == 128 + signal.SIGHUP and not self.server.is_running():
+            if exit_code == HANGUP_CODE and not self.server.is_running():
                 outcome = Outcome.LOST  # the tmux server died under it
             try:
                 project = self.store.transition(

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: A session closed this recently may still be on its way out by itself: not lingering yet.
 LINGER_GRACE = timedelta(seconds=2)
+#: Exit code of a command killed by SIGHUP: what its terminal closing (server death) gives.
+HANGUP_CODE = 128 + signal.SIGHUP
 #: Server restarts within this many seconds count towards the crash-loop backoff.
 RESTART_WINDOW = 60.0
 
@@ -121,6 +123,7 @@ class Reconciler:
         self.server_restarts: list[float] = []
         self.retry_server_at = 0.0
         self.last_duration = 0.0
+        self.server_was_down = False
 
     @property
     def orch(self) -> Orchestrator:
@@ -133,12 +136,15 @@ class Reconciler:
         return self.daemon.server.snapshot()
 
     # -- start-up ----------------------------------------------------------------------------
-    def startup(self, *, rebooted: bool = False) -> None:
+    def startup(self, *, rebooted: bool = False, server_was_down: bool = False) -> None:
         """Before the first claim: adopt, finish or lose every ``processing`` row, then clean up.
 
         After a reboot (``rebooted``), running projects whose end was not recorded are requeued or
-        failed as lost, as ``reboot_policy`` says; a plain restart never takes that path.
+        failed as lost, as ``reboot_policy`` says; a plain restart never takes that path. When the
+        tmux server had died while no daemon ran (``server_was_down``), a project whose command
+        ended by the hang-up of its terminal (code 129) was killed with the server: it is lost.
         """
+        self.server_was_down = server_was_down
         store = self.daemon.store
         settings = self.daemon.settings
         rows = store.list_projects([ProjectStatus.PROCESSING])
@@ -186,6 +192,10 @@ class Reconciler:
         missing: list[Project] = []
         for project in rows:
             code = read_exit_file(self.daemon.settings.exit_path(project.id, project.attempt))
+            if code == HANGUP_CODE and self.server_was_down:
+                self.daemon.settings.exit_path(project.id, project.attempt).unlink(missing_ok=True)
+                self.lose(project, "the tmux server died while the daemon was away")
+                continue
             if code is not None:
                 log.info("project %s ended while the daemon was away (code %s)", project.id, code)
                 self.daemon.finish(project, code)
@@ -318,6 +328,9 @@ class Reconciler:
         except InvalidTransition:
             return
         self.daemon.store.close_session(project.id, project.session_name)
+        run_dir = self.daemon.settings.run_dir
+        for suffix in ("exit", "sh"):
+            (run_dir / f"{project.id}-{project.attempt}.{suffix}").unlink(missing_ok=True)
         log.warning("project %s lost: %s", project.id, why,
                     extra={"project_id": project.id, "session_name": project.session_name})
         self.orch.requeue_after_failure(failed)

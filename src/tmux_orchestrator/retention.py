@@ -12,6 +12,7 @@ from tmux_orchestrator.project import ProjectStatus
 
 log = logging.getLogger(__name__)
 
+_RUN_FILE = re.compile(r"^(\d+)-\d+\.(sh|exit|exit\.tmp)$")
 _LOG_FILE = re.compile(r"^(\d+)(\.log|\.scrollback\.txt)$")
 
 
@@ -51,6 +52,11 @@ def prune_logs(settings: Settings, active_ids: set[int], *, now: float | None = 
             continue
         total -= size
         removed.append(path)
+    # Wrapper scripts and exit files of projects that are no longer queued or running.
+    for path in settings.run_dir.glob("*-*.*"):
+        match = _RUN_FILE.match(path.name)
+        if match and int(match.group(1)) not in active_ids:
+            path.unlink(missing_ok=True)
     if removed:
         log.info("log retention removed %s file(s)", len(removed))
     return removed
