@@ -1,0 +1,204 @@
+"""Chaos: 200+ short projects while the daemon is SIGKILLed, the tmux server is killed, CLI writers
+and hand-written SQL run concurrently. At the end every invariant of the queue must hold.
+
+Runs in CI in about a minute. ``bench/soak.py`` is the longer version.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.orchestrator import Orchestrator
+from tmux_orchestrator.project import ProjectStatus
+from tmux_orchestrator.testing import retry_until
+
+pytestmark = pytest.mark.slow
+
+STATUS_KINDS = {"queued", "started", "completed", "failed", "cancelled", "retried", "requeued"}
+
+
+class DaemonProcess:
+    """``tmo daemon run`` as a child process that the test may SIGKILL at any moment."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        log = open(self.home / "daemon-chaos.out", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tmux_orchestrator", "daemon", "run", "--concurrency", "4", "--quiet"],
+            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tmux_orchestrator", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _server_pid(settings: Settings) -> int | None:
+    orch = Orchestrator(settings)
+    try:
+        return orch.tmux.server_pid()
+    finally:
+        orch.close()
+
+
+def test_chaos_keeps_every_invariant(tmo_settings: Settings) -> None:
+    home = tmo_settings.home
+    env = {**os.environ, "TMO_HOME": str(home), "TMO_RECONCILE_INTERVAL": "0.3",
+           "TMO_KILL_GRACE": "1"}
+    env.pop("TMO_PROJECT_ID", None)
+    settings = load_settings(home)
+    rng = random.Random(20261125)
+    orch = Orchestrator(settings, source="api")
+    runs = home / "runs.txt"
+    enqueued: list[int] = []
+    for n in range(200):
+        code = 1 if n % 10 == 3 else 0
+        script = (f'echo "$TMO_PROJECT_ID $TMO_ATTEMPT" >> {runs}; '
+                  f"sleep {rng.uniform(1.5, 3) if n % 10 == 5 else rng.uniform(0.02, 0.3):.3f}; "
+                  f"exit {code}")
+        project = orch.enqueue(["sh", "-c", script], name=f"chaos {n}", project_path=home,
+                               max_retries=1 if n % 3 == 0 else 0, retry_delay=0.1)
+        enqueued.append(project.id)
+
+    daemon = DaemonProcess(home, env)
+    daemon.start()
+    stop_writers = threading.Event()
+    writer_errors: list[str] = []
+
+    def cli_writer() -> None:
+        # Concurrent CLI use: adds, cancels of queued projects, hand-written SQL completions.
+        local = random.Random(7)
+        while not stop_writers.is_set():
+            result = _cli(env, "add", "--name", "late add", "--dir", str(home), "--",
+                          "sh", "-c", f'echo "$TMO_PROJECT_ID $TMO_ATTEMPT" >> {runs}; sleep 0.05')
+            if result.returncode != 0:
+                writer_errors.append(result.stderr)
+            else:
+                enqueued.append(int(result.stdout.strip()))
+            queued = [p.id for p in orch.list_projects([ProjectStatus.QUEUED])]
+            if queued and local.random() < 0.5:
+                result = _cli(env, "cancel", str(local.choice(queued)))
+                if "database is locked" in result.stderr or "Traceback" in result.stderr:
+                    writer_errors.append(result.stderr)
+            running = [p.id for p in orch.list_projects([ProjectStatus.PROCESSING])]
+            if running and local.random() < 0.3:
+                with sqlite3.connect(settings.database_path or "", timeout=30) as conn:
+                    try:
+                        conn.execute("UPDATE project_queue SET status='completed' WHERE id=? "
+                                     "AND status='processing'", (local.choice(running),))
+                    except sqlite3.OperationalError as exc:
+                        writer_errors.append(str(exc))
+            time.sleep(local.uniform(0.2, 0.6))
+
+    writer = threading.Thread(target=cli_writer, daemon=True)
+    writer.start()
+    server_kills = 0
+    try:
+        deadline = time.monotonic() + 240
+        while daemon.kills < 12 and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.4, 1.6))
+            daemon.kill()
+            if daemon.kills in (4, 9):
+                # Kill the server while a long project runs, so its loss is really exercised.
+                retry_until(lambda: any("chaos" in p.name and int(p.name.split()[1]) % 10 == 5
+                                        for p in orch.list_projects([ProjectStatus.PROCESSING])),
+                            timeout=60, interval=0.05, message="a long project to run")
+                pid = _server_pid(settings)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    server_kills += 1
+            time.sleep(rng.uniform(0.0, 0.3))
+            daemon.start()
+        stop_writers.set()
+        writer.join(60)
+
+        def settled() -> bool:
+            active = orch.list_projects([ProjectStatus.QUEUED, ProjectStatus.PROCESSING])
+            return not active and not orch.server.list_owned()
+
+        retry_until(settled, timeout=180, interval=0.2, message="the queue to drain")
+    finally:
+        stop_writers.set()
+        daemon.stop()
+
+    assert daemon.kills >= 10
+    assert server_kills >= 2
+    assert not writer_errors, writer_errors[:3]
+
+    projects = {p.id: p for p in orch.list_projects()}
+    # Nothing lost: every project that was enqueued is still there, and ended.
+    assert set(enqueued) <= set(projects)
+    assert all(p.status.is_terminal for p in projects.values())
+    # No owned session left behind.
+    assert orch.server.list_owned() == []
+    # No attempt of any project ran twice.
+    lines = [tuple(line.split()) for line in runs.read_text().splitlines() if line.strip()]
+    duplicates = [key for key, count in Counter(lines).items() if count > 1]
+    assert duplicates == []
+    for pid_text, attempt in lines:
+        assert int(attempt) <= projects[int(pid_text)].attempt
+    # Exactly one event per status change: each project's status events form one unbroken chain
+    # from its insertion to its current status.
+    events = orch.store.events_after(0, limit=1_000_000)
+    chains: dict[int, list[tuple[str | None, str | None]]] = {}
+    for event in events:
+        if event.kind in STATUS_KINDS and event.project_id is not None:
+            chains.setdefault(event.project_id, []).append((event.old_status, event.new_status))
+    for project_id, project in projects.items():
+        chain = chains[project_id]
+        assert chain[0] == (None, "queued"), (project_id, chain)
+        for (_, previous_new), (old, _) in zip(chain, chain[1:], strict=False):
+            assert old == previous_new, (project_id, chain)
+        assert chain[-1][1] == project.status.value, (project_id, chain)
+    # Outcomes are honest: retries never exceed the policy; lost ones were retried when allowed.
+    for project in projects.values():
+        assert project.retry_count <= project.max_retries
+        if project.status == ProjectStatus.COMPLETED and project.outcome and project.outcome.value == "exited":
+            assert project.exit_code == 0
+        if project.status == ProjectStatus.FAILED:
+            assert project.outcome is not None
+    # The tmux server kills really lost running projects, and the retry policy applied to them.
+    lost = [e for e in events if e.kind == "failed" and e.outcome == "lost"]
+    assert lost, "no project was lost to a server kill: the test did not exercise it"
+    for event in lost:
+        project = projects[event.project_id or 0]
+        if project.max_retries:
+            assert project.retry_count >= 1, (project.id, "a lost project was not retried")
+    outcomes = Counter(f"{p.status.value}/{p.outcome}" for p in projects.values())
+    print(f"daemon kills {daemon.kills}, server kills {server_kills}, projects {len(projects)}, "
+          f"runs {len(lines)}, events {len(events)}: {dict(outcomes)}")
+    orch.close()
