@@ -6,6 +6,7 @@ Runs in CI in about a minute. ``bench/soak.py`` is the longer version.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -39,7 +40,7 @@ class DaemonProcess:
         self.kills = 0
 
     def start(self) -> None:
-        log = open(self.home / "daemon-chaos.out", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.home / "daemon-chaos.out", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tmux_orchestrator", "daemon", "run", "--concurrency", "4", "--quiet"],
             env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -181,13 +182,14 @@ def test_chaos_keeps_every_invariant(tmo_settings: Settings) -> None:
     for project_id, project in projects.items():
         chain = chains[project_id]
         assert chain[0] == (None, "queued"), (project_id, chain)
-        for (_, previous_new), (old, _) in zip(chain, chain[1:], strict=False):
+        for (_, previous_new), (old, _) in itertools.pairwise(chain):
             assert old == previous_new, (project_id, chain)
         assert chain[-1][1] == project.status.value, (project_id, chain)
     # Outcomes are honest: retries never exceed the policy; lost ones were retried when allowed.
     for project in projects.values():
         assert project.retry_count <= project.max_retries
-        if project.status == ProjectStatus.COMPLETED and project.outcome and project.outcome.value == "exited":
+        exited = project.outcome is not None and project.outcome.value == "exited"
+        if project.status == ProjectStatus.COMPLETED and exited:
             assert project.exit_code == 0
         if project.status == ProjectStatus.FAILED:
             assert project.outcome is not None
