@@ -190,8 +190,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
-    except FileNotFoundError:
-        return {}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}  # no config file; an unusable home is reported by ensure_dirs()
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid config file {path}: {exc}; fix or remove it") from exc
     except OSError as exc:

@@ -1,0 +1,152 @@
+"""Webhooks: POST each chosen event as JSON to a URL, signed, retried with exponential backoff.
+
+A webhook is a ``[[webhooks]]`` table of ``$TMO_HOME/config.toml``::
+
+    [[webhooks]]
+    name = "ops"                          # optional; names its cursor (else the URL does)
+    url = "https://example.com/tmo"
+    on = ["*"]                            # event kinds, or ["*"]
+    secret = "s3cret"                     # optional: X-Tmo-Signature: sha256=<HMAC-SHA256 of the body>
+    # secret_env = "TMO_WEBHOOK_SECRET"   # or read the secret from this variable
+    timeout = "10s"                       # per attempt
+    max_attempts = 5                      # then a webhook_failed event, and on to the next event
+    backoff = "1s"                        # delay before the 2nd attempt, doubled each time (max 5m)
+    headers = { Authorization = "Bearer x" }
+    template = '{"text": "${summary}"}'   # optional body instead of the event JSON (chat services)
+
+Each webhook runs on its own thread (see :mod:`tmux_orchestrator.dispatch`), so a dead endpoint
+delays neither the queue nor any other webhook. Only the standard library is used (urllib).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tmux_orchestrator import __version__
+from tmux_orchestrator.errors import ConfigError
+from tmux_orchestrator.hooks import ROUTE_KEYS, Route, TableReader, event_payload, render
+from tmux_orchestrator.store.base import Event
+
+#: Longest delay between two attempts, whatever ``backoff`` and the attempt number say.
+MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """One ``[[webhooks]]`` table."""
+
+    url: str
+    route: Route
+    name: str | None = None
+    secret: str | None = None
+    timeout: float = 10.0
+    max_attempts: int = 5
+    backoff: float = 1.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    template: str | None = None
+
+    KEYS = ROUTE_KEYS | {
+        "name", "url", "secret", "secret_env", "timeout", "max_attempts", "backoff", "headers",
+        "template",
+    }
+
+    @property
+    def label(self) -> str:
+        """How logs and events name this webhook: its name, else its URL."""
+        return self.name or self.url
+
+    @property
+    def cursor_key(self) -> str:
+        """Settings key of this webhook's delivery cursor."""
+        return f"cursor.webhook.{self.label}"
+
+    @classmethod
+    def read(cls, raw: object, index: int) -> WebhookSpec:
+        """Parse ``[[webhooks]]`` entry number ``index`` (0-based); raises ConfigError."""
+        table = TableReader(raw, f"[[webhooks]] #{index + 1}", cls.KEYS)
+        url = table.text("url", required=True)
+        assert url is not None
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise table.error("url", "an http:// or https:// URL")
+        secret = table.text("secret")
+        secret_env = table.text("secret_env")
+        if secret_env:
+            secret = os.environ.get(secret_env)
+            if not secret:
+                raise ConfigError(f"{table.where}: secret_env names {secret_env}, which is not set")
+        return cls(
+            url=url,
+            route=Route.read(table),
+            name=table.text("name"),
+            secret=secret,
+            timeout=table.duration("timeout", 10.0),
+            max_attempts=table.number("max_attempts", 5, minimum=1),
+            backoff=table.duration("backoff", 1.0),
+            headers=table.mapping("headers"),
+            template=table.text("template"),
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)))
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Tmo-Signature`` value: ``sha256=`` and the hex HMAC-SHA256 of ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def request_for(spec: WebhookSpec, event: Event) -> urllib.request.Request:
+    """The POST request that delivers ``event`` to ``spec``'s URL."""
+    if spec.template is not None:
+        body = render(spec.template, event, json_escape=True).encode()
+    else:
+        body = json.dumps(event_payload(event)).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"tmux-orchestrator/{__version__}",
+        "X-Tmo-Event": event.kind,
+        "X-Tmo-Event-Id": str(event.id),
+        **spec.headers,
+    }
+    if spec.secret:
+        headers["X-Tmo-Signature"] = sign(spec.secret, body)
+    return urllib.request.Request(spec.url, data=body, headers=headers, method="POST")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one POST went."""
+
+    ok: bool
+    #: True when trying again may help (network error, timeout, 5xx, 408, 429).
+    retry: bool
+    #: ``HTTP 503``, ``timed out``, ``connection refused``; empty when ok.
+    error: str
+
+
+def post(spec: WebhookSpec, event: Event) -> Attempt:
+    """POST ``event`` once; a 2xx answer is success."""
+    request = request_for(spec, event)
+    try:
+        with urllib.request.urlopen(request, timeout=spec.timeout) as response:  # noqa: S310
+            response.read(65536)
+            return Attempt(True, False, "")
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        retry = exc.code >= 500 or exc.code in (408, 429)
+        return Attempt(False, retry, f"HTTP {exc.code} {exc.reason}")
+    except urllib.error.URLError as exc:
+        return Attempt(False, True, str(exc.reason))
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        return Attempt(False, True, str(exc) or type(exc).__name__)
