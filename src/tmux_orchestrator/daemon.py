@@ -33,6 +33,7 @@ from types import FrameType
 
 from tmux_orchestrator import __version__
 from tmux_orchestrator.boot import boot_id
+from tmux_orchestrator.dispatch import Dispatcher
 from tmux_orchestrator.errors import (
     InvalidTransition,
     OrchestratorError,
@@ -41,6 +42,7 @@ from tmux_orchestrator.errors import (
     TmuxError,
 )
 from tmux_orchestrator.lock import DaemonLock
+from tmux_orchestrator.metrics import DaemonMetrics
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
 from tmux_orchestrator.reconcile import HANGUP_CODE, Reconciler
@@ -86,12 +88,12 @@ class Workers:
     """A few daemon threads for slow side work (killing sessions); never blocks shutdown."""
 
     def __init__(self, count: int, on_error: Callable[[BaseException], None]) -> None:
-        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._queue: queue.Queue[Callable[[], object]] = queue.Queue()
         self._on_error = on_error
         for n in range(count):
             threading.Thread(target=self._work, name=f"tmo-worker-{n}", daemon=True).start()
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], object]) -> None:
         """Run ``job`` on a worker thread."""
         self._queue.put(job)
 
@@ -114,6 +116,7 @@ class Daemon:
         concurrency: int | None = None,
         install_signal_handlers: bool = True,
         ready_fd: int | None = None,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self.orch = orchestrator
         self.settings = orchestrator.settings
@@ -145,6 +148,9 @@ class Daemon:
         #: Monotonic time at which a delayed (retrying) project becomes due.
         self._next_due: float | None = None
         self.reconciler = Reconciler(self)
+        #: Prometheus metrics (served with ``--metrics``) and the event dispatcher (hooks, ...).
+        self.metrics = metrics or DaemonMetrics()
+        self.dispatcher: Dispatcher | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def run(self) -> int:
@@ -186,6 +192,7 @@ class Daemon:
             ("daemon.version", __version__),
         ):
             self.store.set_setting(key, value)
+        self.dispatcher = Dispatcher(self.settings, self.metrics).start()
         self._event_cursor = self.store.last_event_id()
         current_boot = boot_id()
         previous_boot = self.store.get_setting("boot_id")
@@ -225,6 +232,8 @@ class Daemon:
         except OrchestratorError as exc:
             log.warning("could not record daemon stop: %s", exc)
         finally:
+            if self.dispatcher is not None:
+                self.dispatcher.stop()
             if self._fifo_fd >= 0:
                 os.close(self._fifo_fd)
                 self._fifo_fd = -1
@@ -292,7 +301,9 @@ class Daemon:
             if now >= self._next_prune:
                 self._prune_logs()
             if now >= self._next_reconcile:
+                started = time.perf_counter()
                 self.reconciler.run()
+                self.metrics.reconciled(time.perf_counter() - started)
                 self._check_idle(now)
                 self._claim_needed = True
                 self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
@@ -317,7 +328,8 @@ class Daemon:
                 try:
                     self.on_exit(message)
                 except OrchestratorError as exc:
-                    log.error("project %s: cannot record its end: %s", message.project_id, exc)
+                    log.error("project %s: cannot record its end: %s", message.project_id, exc,
+                              extra={"project_id": message.project_id, "session_name": None})
 
     def _check_database(self) -> None:
         token = self.store.changes_token()
@@ -329,6 +341,7 @@ class Daemon:
             self._event_cursor = max(self._event_cursor, event.id)
             if event.project_id in self.running and event.new_status != ProjectStatus.PROCESSING.value:
                 self._ended_elsewhere(event.project_id, f"{event.new_status or event.kind} by {event.source}")
+                self.metrics.end_detected("database", event.at.timestamp())
         self._event_cursor = max(self._event_cursor, self.store.last_event_id())
         paused = self.store.get_setting("paused", "0") == "1"
         if paused != self.paused:
@@ -345,7 +358,8 @@ class Daemon:
             project = self.store.get(project_id)
         except ProjectNotFound:
             project = running.project
-        log.info("project %s %s", project_id, why, extra={"project_id": project_id})
+        log.info("project %s %s", project_id, why,
+                 extra={"project_id": project_id, "session_name": project.session_name})
         self.cleanup_async(project, reason=why)
 
     def cleanup_async(self, project: Project, *, reason: str, grace: float | None = None) -> None:
@@ -383,6 +397,7 @@ class Daemon:
                 continue
             except OSError:
                 continue
+            ended_at = self.metrics.file_time(path)
             path.unlink(missing_ok=True)
             marker = parse_marker(text)
             self.end_running(
@@ -392,6 +407,7 @@ class Daemon:
                 message=marker.message if not marker.success else None,
                 reason="marker file",
             )
+            self.metrics.end_detected("marker", ended_at)
 
     def _check_deadlines(self, now: float) -> None:
         for project_id, running in list(self.running.items()):
@@ -450,7 +466,9 @@ class Daemon:
         if project.attempt != message.attempt:
             exit_file.unlink(missing_ok=True)
             return
+        ended_at = self.metrics.file_time(exit_file) if project.status == ProjectStatus.PROCESSING else None
         self.finish(project, message.exit_code)
+        self.metrics.end_detected("exit", ended_at)
 
     def finish(self, project: Project, exit_code: int) -> Project:
         """Record that ``project``'s command exited with ``exit_code``; its session closes itself."""
@@ -569,7 +587,8 @@ class Daemon:
         )
 
     def _spawn_failed(self, project: Project, message: str) -> None:
-        log.error("project %s: %s", project.id, message, extra={"project_id": project.id})
+        log.error("project %s: %s", project.id, message,
+                  extra={"project_id": project.id, "session_name": project.session_name})
         self.store.close_session(project.id)
         failed = self.store.transition(
             project.id, ProjectStatus.FAILED, source="daemon", outcome=Outcome.SPAWN_ERROR,

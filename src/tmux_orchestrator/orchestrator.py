@@ -126,6 +126,8 @@ class Orchestrator:
                 raise UsageError(
                     f"invalid environment variable name {key!r}; use K=V with K in [A-Za-z_][A-Za-z0-9_]*"
                 )
+        if not -(2**31) <= int(priority) < 2**31:
+            raise UsageError("priority must be between -2147483648 and 2147483647")
         if max_retries < 0:
             raise UsageError("--max-retries must be 0 or more")
         for label, value in (("timeout", timeout), ("idle timeout", idle_timeout)):
@@ -146,7 +148,8 @@ class Orchestrator:
             ),
             source=self.source,
         )
-        log.info("queued project %s (%s)", project.id, project.name)
+        log.info("queued project %s (%s)", project.id, project.name,
+                 extra={"project_id": project.id, "session_name": None})
         self.poke_daemon()
         return project
 
@@ -261,6 +264,7 @@ class Orchestrator:
         log.info(
             "project %s will be retried (%s of %s) in %.0fs",
             project.id, project.retry_count, project.max_retries, delay,
+            extra={"project_id": project.id, "session_name": project.session_name},
         )
         return project
 
@@ -293,7 +297,8 @@ class Orchestrator:
         try:
             session = self.session_of(project)
         except TmuxError as exc:
-            log.warning("project %s: cannot list sessions (%s); reconcile will retry", project.id, exc)
+            log.warning("project %s: cannot list sessions (%s); reconcile will retry", project.id, exc,
+                        extra={"project_id": project.id, "session_name": project.session_name})
             return False
         if session is None:
             return False
@@ -351,7 +356,8 @@ class Orchestrator:
         try:
             text = self.server.capture(session.session_id)
         except TmuxError as exc:
-            log.warning("project %s: scrollback not saved: %s", project.id, exc)
+            log.warning("project %s: scrollback not saved: %s", project.id, exc,
+                        extra={"project_id": project.id, "session_name": session.name})
             return None
         path.write_text(text)
         self.store.append_event(
@@ -401,7 +407,9 @@ class Orchestrator:
                 continue
             kind = "lingering_cleaned" if row.project is not None else "session_killed"
             events.append((kind, row.project, row.session.name, row.reason))
-            log.info("killed %s session %s (%s)", row.state, row.session.name, row.reason)
+            log.info("killed %s session %s (%s)", row.state, row.session.name, row.reason,
+                     extra={"project_id": row.project.id if row.project else None,
+                            "session_name": row.session.name})
         self.store.append_events(events, source=self.source)
         return killed
 

@@ -30,6 +30,7 @@ from tmux_orchestrator.errors import (
     ProjectNotFound,
     TmuxError,
 )
+from tmux_orchestrator.processes import stop_project_processes
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.store.sqlite import SqliteStore
 from tmux_orchestrator.tmux import SessionInfo, signal_group
@@ -186,7 +187,8 @@ class Reconciler:
                              expected=ProjectStatus.PROCESSING)
         except InvalidTransition:
             return
-        log.info("project %s %s", project.id, why, extra={"project_id": project.id})
+        log.info("project %s %s", project.id, why,
+                 extra={"project_id": project.id, "session_name": project.session_name})
 
     def _adopt(self, rows: list[Project], by_name: dict[str, SessionInfo]) -> list[Project]:
         missing: list[Project] = []
@@ -197,7 +199,8 @@ class Reconciler:
                 self.lose(project, "the tmux server died while the daemon was away")
                 continue
             if code is not None:
-                log.info("project %s ended while the daemon was away (code %s)", project.id, code)
+                log.info("project %s ended while the daemon was away (code %s)", project.id, code,
+                         extra={"project_id": project.id, "session_name": project.session_name})
                 self.daemon.finish(project, code)
                 continue
             session = by_name.get(project.session_name or "")
@@ -270,7 +273,8 @@ class Reconciler:
             if row.state == "running":
                 if project.id not in self.daemon.running and project.id not in self.daemon.killing:
                     self.daemon.track(project)
-                    log.info("adopted session %s of project %s", session.name, project.id)
+                    log.info("adopted session %s of project %s", session.name, project.id,
+                             extra={"project_id": project.id, "session_name": session.name})
                 continue
             if project.id in self.daemon.killing or session.session_id in self.inflight:
                 continue
@@ -308,7 +312,8 @@ class Reconciler:
                 "orphan_found", source="daemon", session_name=session.name,
                 message=f"owned session {session.session_id} has no project (policy: {policy})",
             )
-            log.warning("orphaned session %s (%s): %s", session.name, session.session_id, policy)
+            log.warning("orphaned session %s (%s): %s", session.name, session.session_id, policy,
+                        extra={"project_id": None, "session_name": session.name})
         if policy == "kill":
             signal_group(session.pane_pid, signal.SIGTERM)
             if self.daemon.server.kill_one(session):
@@ -328,6 +333,12 @@ class Reconciler:
         except InvalidTransition:
             return
         self.daemon.store.close_session(project.id, project.session_name)
+        # Whatever of the attempt still runs without its session must not live on (or run twice
+        # once the project is retried).
+        settings = self.daemon.settings
+        self.daemon.workers.submit(
+            lambda: stop_project_processes(project.pane_pid, project.id, settings.home, settings.kill_grace)
+        )
         run_dir = self.daemon.settings.run_dir
         for suffix in ("exit", "sh"):
             (run_dir / f"{project.id}-{project.attempt}.{suffix}").unlink(missing_ok=True)

@@ -42,27 +42,48 @@ def retry_until(check: Callable[[], T], timeout: float = 10.0, interval: float =
 
 
 def end_tmux_server(socket_path: Path) -> None:
-    """End the tmux server on ``socket_path`` by its pid (never any other server)."""
+    """End the tmux server on ``socket_path`` and its panes' process groups, by pid.
+
+    Never any other server: only the pid that answers on this socket is signalled.
+    """
     tmux = Tmux(socket_path)
     if socket_path.exists():
-        result = tmux.run(["display-message", "-p", "#{pid}"], check=False)
-        pid = result.stdout.strip()
-        if result.returncode != 0:
-            # no client context without sessions: ask list-sessions for the pid instead
-            result = tmux.run(["list-sessions", "-F", "#{pid}"], check=False)
-            pid = result.stdout.split("\n", 1)[0].strip()
+        result = tmux.run(["list-panes", "-a", "-F", "#{pid} #{pane_pid}"], check=False)
+        rows = [line.split() for line in result.stdout.splitlines() if len(line.split()) == 2]
+        for _, pane_pid in rows:
+            # Projects still running at the end of a test must not outlive it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pane_pid), signal.SIGKILL)
+        pid = rows[0][0] if rows else ""
         if pid.isdigit():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(int(pid), 0)
-                except ProcessLookupError:
-                    break
+            while time.monotonic() < deadline and _running(int(pid)):
                 time.sleep(0.01)
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped by init) counts as ended."""
+    if not os.path.exists("/proc/self/stat"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 @pytest.fixture

@@ -11,8 +11,12 @@ The wrapper is a small POSIX sh script written per attempt to ``$TMO_HOME/run/<i
   0.5 ms after the exit (``tmux-facts.md`` section 2). The FIFO is opened read-write (``1<>``), so the
   write never blocks when no daemon is listening.
 
-The wrapper traps HUP, INT and TERM with a no-op handler (not an ignore: ignored signals would be
+The wrapper traps INT and TERM with a no-op handler (not an ignore: ignored signals would be
 inherited by the command) so that it outlives a signalled command long enough to report its code.
+HUP is deliberately not trapped: when the terminal goes away (the session is killed from outside, or
+the tmux server dies) the wrapper, as session leader, dies at once and the kernel then hangs up the
+whole foreground process group, so the command does not live on without a session. Such an end has
+no recorded code and the daemon reports the project ``lost``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def wrapper_script(settings: Settings, project: Project) -> str:
     q = shlex.quote
     tmp = f"{exit_path}.tmp"
     return f"""# tmux-orchestrator wrapper: project {project.id}, attempt {project.attempt}
-trap : HUP INT TERM
+trap : INT TERM
 {exports}
 {shlex.join(project.command)}
 rc=$?

@@ -20,6 +20,7 @@ from tmux_orchestrator.cli import doctor as _doctor  # noqa: F401
 from tmux_orchestrator.cli import events as _events  # noqa: F401
 from tmux_orchestrator.cli import projects as _projects  # noqa: F401
 from tmux_orchestrator.cli import sessions as _sessions  # noqa: F401
+from tmux_orchestrator.cli import stats as _stats  # noqa: F401
 from tmux_orchestrator.cli.app import cli
 from tmux_orchestrator.errors import OrchestratorError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,7 +36,9 @@ class Context:
     def orch(self) -> Orchestrator:
         """The orchestrator (opens the database on first use)."""
         if self._orch is None:
-            self._orch = Orchestrator(self.settings, source="cli")
+            # A change made from inside a hook is recorded as such, and never fires hooks again.
+            source = "hook" if os.environ.get("TMO_HOOK") == "1" else "cli"
+            self._orch = Orchestrator(self.settings, source=source)
         return self._orch
 
 
@@ -60,6 +63,11 @@ def cli(ctx: click.Context, home: str | None, database_url: str | None) -> None:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+#: A project id: a positive integer that fits the database's 64-bit ids.
+PROJECT_ID = click.IntRange(min=1, max=2**63 - 1)
+#: A priority: higher runs first.
+PRIORITY = click.IntRange(min=-(2**31), max=2**31 - 1)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 

@@ -11,6 +11,7 @@ from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, p
 from tmux_orchestrator.daemon import Daemon
 from tmux_orchestrator.errors import DaemonNotRunning
 from tmux_orchestrator.logs import setup_logging
+from tmux_orchestrator.metrics import DaemonMetrics
 from tmux_orchestrator.service import (
     DaemonStatus,
     daemon_pid,
@@ -32,15 +33,19 @@ def daemon() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Log to scheduler.log only, not stderr.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--metrics", "metrics_address", metavar="ADDRESS:PORT",
+              help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics "
+                   "(default: `metrics` in config.toml; none).")
 @click.option("--ready-fd", type=int, hidden=True)
 @pass_context
 def run(ctx: Context, concurrency: int | None, log_json: bool, quiet: bool, log_level: str,
-        ready_fd: int | None) -> None:
+        metrics_address: str | None, ready_fd: int | None) -> None:
     """Run the daemon in the foreground (for systemd and terminals); Ctrl-C stops it."""
     settings = ctx.settings
     settings.ensure_dirs()
+    metrics = DaemonMetrics(metrics_address or settings.extra.get("metrics"))
     setup_logging(settings.scheduler_log, level=log_level, json_lines=log_json, stderr=not quiet)
-    Daemon(ctx.orch, concurrency=concurrency, ready_fd=ready_fd).run()
+    Daemon(ctx.orch, concurrency=concurrency, ready_fd=ready_fd, metrics=metrics).run()
 
 
 @daemon.command()

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from tmux_orchestrator.cli.app import Context, cli, pass_context
+from tmux_orchestrator.cli.app import PROJECT_ID, Context, cli, pass_context
 from tmux_orchestrator.store import Event
 
 
@@ -34,10 +34,11 @@ def _text(event: Event) -> str:
 @cli.command()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they happen.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--since", type=click.IntRange(min=0), help="Only events with an id above this.")
+@click.option("--since", type=click.IntRange(min=0, max=2**63 - 1),
+              help="Only events with an id above this.")
 @click.option("--last", "-n", "last", type=click.IntRange(min=0), default=20, show_default=True,
               help="Without --since: start with the last N events (0 = all).")
-@click.option("--project", "project_id", type=int, help="Only events of this project.")
+@click.option("--project", "project_id", type=PROJECT_ID, help="Only events of this project.")
 @click.option("--kind", "kinds", multiple=True, help="Only events of this kind; repeatable.")
 @pass_context
 def events(ctx: Context, follow: bool, as_json: bool, since: int | None, last: int,

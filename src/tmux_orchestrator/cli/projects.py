@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 import click
 
 from tmux_orchestrator.cli.app import (
+    PRIORITY,
+    PROJECT_ID,
     Context,
     cli,
     json_option,
@@ -50,7 +52,7 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.option("--name", default="", help="Project name (default: spec file stem or command).")
-@click.option("--priority", "-p", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--priority", "-p", type=PRIORITY, default=0, show_default=True, help="Higher runs first.")
 @click.option("--dir", "directory", help="Working directory (default: the current one).")
 @click.option("--spec", help="Spec file the project works on (exported as TMO_SPEC_FILE).")
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Environment variable; repeatable.")
@@ -112,7 +114,7 @@ def _fields(data: dict[str, object]) -> dict[str, object]:
 @cli.command("list")
 @click.option("--status", "-s", "statuses", multiple=True, type=STATUS_CHOICE,
               help="Only projects with this status; repeatable.")
-@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many projects.")
+@click.option("--limit", type=click.IntRange(min=1, max=2**63 - 1), help="Show at most this many projects.")
 @json_option
 @pass_context
 def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: bool) -> None:
@@ -132,7 +134,7 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
 
 
 @cli.command()
-@click.argument("project_id", type=int)
+@click.argument("project_id", type=PROJECT_ID)
 @json_option
 @pass_context
 def show(ctx: Context, project_id: int, as_json: bool) -> None:
@@ -156,7 +158,7 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("project_id", type=int, required=False)
+@click.argument("project_id", type=PROJECT_ID, required=False)
 @pass_context
 def complete(ctx: Context, project_id: int | None) -> None:
     """Mark a project completed and kill its session (ID defaults to $TMO_PROJECT_ID)."""
@@ -166,7 +168,7 @@ def complete(ctx: Context, project_id: int | None) -> None:
 
 
 @cli.command()
-@click.argument("project_id", type=int, required=False)
+@click.argument("project_id", type=PROJECT_ID, required=False)
 @click.option("--reason", help="Why it failed (stored as the error message).")
 @pass_context
 def fail(ctx: Context, project_id: int | None, reason: str | None) -> None:
@@ -193,7 +195,7 @@ def _each(ctx: Context, ids: tuple[int, ...], verb: str) -> None:
 
 
 @cli.command()
-@click.argument("ids", type=int, nargs=-1, required=True)
+@click.argument("ids", type=PROJECT_ID, nargs=-1, required=True)
 @pass_context
 def cancel(ctx: Context, ids: tuple[int, ...]) -> None:
     """Cancel queued or running projects (a running session is saved, then killed)."""
@@ -201,7 +203,7 @@ def cancel(ctx: Context, ids: tuple[int, ...]) -> None:
 
 
 @cli.command()
-@click.argument("ids", type=int, nargs=-1, required=True)
+@click.argument("ids", type=PROJECT_ID, nargs=-1, required=True)
 @pass_context
 def retry(ctx: Context, ids: tuple[int, ...]) -> None:
     """Queue ended projects again."""
@@ -209,7 +211,7 @@ def retry(ctx: Context, ids: tuple[int, ...]) -> None:
 
 
 @cli.command()
-@click.argument("ids", type=int, nargs=-1, required=True)
+@click.argument("ids", type=PROJECT_ID, nargs=-1, required=True)
 @pass_context
 def remove(ctx: Context, ids: tuple[int, ...]) -> None:
     """Delete queued or ended projects from the queue (events and logs are kept)."""

@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 
 import click
 
-from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json, print_table
+from tmux_orchestrator.cli.app import (
+    PROJECT_ID,
+    Context,
+    cli,
+    json_option,
+    pass_context,
+    print_json,
+    print_table,
+)
 from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
 from tmux_orchestrator.project import ProjectStatus
 from tmux_orchestrator.reconcile import classify_sessions
@@ -62,7 +70,7 @@ def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> 
 
 
 @cli.command()
-@click.argument("project_id", type=int)
+@click.argument("project_id", type=PROJECT_ID)
 @click.option("--read-only", "-r", is_flag=True, help="Attach without sending keys.")
 @pass_context
 def attach(ctx: Context, project_id: int, read_only: bool) -> None:
@@ -81,7 +89,7 @@ def attach(ctx: Context, project_id: int, read_only: bool) -> None:
 
 
 @cli.command()
-@click.argument("project_id", type=int)
+@click.argument("project_id", type=PROJECT_ID)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the project ends.")
 @click.option("--scrollback", is_flag=True, help="Print the scrollback saved when the session was killed.")
 @pass_context

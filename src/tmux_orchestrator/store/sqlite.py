@@ -258,6 +258,8 @@ class SqliteStore:
 
     def get(self, project_id: int) -> Project:
         """The project with ``project_id``; raises ``ProjectNotFound``."""
+        if not 0 < project_id < 2**63:
+            raise ProjectNotFound(project_id)
         rows = self._read(f"SELECT {_PROJECT_COLUMNS} FROM project_queue WHERE id = ?", (project_id,))
         if not rows:
             raise ProjectNotFound(project_id)
