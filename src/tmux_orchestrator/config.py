@@ -183,7 +183,20 @@ def load_settings(home: Path | str | None = None, database_url: str | None = Non
         raise ConfigError(f"reboot_policy must be 'requeue' or 'fail', not {settings.reboot_policy!r}")
     if settings.sqlite_synchronous not in ("full", "normal"):
         raise ConfigError("sqlite_synchronous must be 'full' or 'normal'")
+    if _DELIVERY_KEYS & settings.extra.keys():
+        # [[hooks]], [[webhooks]], [smtp], [[emails]]: checked now so every command reports a bad
+        # table, read again by the daemon's dispatcher. Imported here: it imports this module.
+        from tmux_orchestrator.dispatch import load_delivery
+
+        try:
+            load_delivery(settings.extra)
+        except ConfigError as exc:
+            raise ConfigError(f"{settings.config_path}: {exc}") from exc
     return settings
+
+
+#: Top-level config.toml keys read by :func:`tmux_orchestrator.dispatch.load_delivery`.
+_DELIVERY_KEYS = {"hooks", "webhooks", "smtp", "emails", "hook_concurrency", "metrics"}
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ and exits, leaving running sessions alone (a restarted daemon adopts them); a se
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import queue
@@ -28,12 +29,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from tmux_orchestrator import __version__
 from tmux_orchestrator.boot import boot_id
-from tmux_orchestrator.dispatch import Dispatcher
 from tmux_orchestrator.errors import (
     InvalidTransition,
     OrchestratorError,
@@ -42,7 +43,6 @@ from tmux_orchestrator.errors import (
     TmuxError,
 )
 from tmux_orchestrator.lock import DaemonLock
-from tmux_orchestrator.metrics import DaemonMetrics
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
 from tmux_orchestrator.reconcile import HANGUP_CODE, Reconciler
@@ -55,6 +55,10 @@ from tmux_orchestrator.wrapper import (
     parse_marker,
     write_wrapper,
 )
+
+if TYPE_CHECKING:
+    from tmux_orchestrator.dispatch import Dispatcher
+    from tmux_orchestrator.metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,8 @@ class Daemon:
         self.install_signal_handlers = install_signal_handlers
         self.ready_fd = ready_fd
         self.running: dict[int, Running] = {}
+        #: (monotonic deadline, project id, attempt) of running projects with a timeout.
+        self._deadlines: list[tuple[float, int, int]] = []
         self.killing: set[int] = set()
         self._killing_lock = threading.Lock()
         self.stopping = False
@@ -139,6 +145,7 @@ class Daemon:
         self._event_cursor = 0
         self._token = -1
         self._run_dir_mtime = 0.0
+        self._run_dir = str(self.settings.run_dir)  # stat()ed on every wake-up: no Path objects
         self._next_reconcile = 0.0
         self._next_prune = 0.0
         self.concurrency = 1
@@ -149,6 +156,10 @@ class Daemon:
         self._next_due: float | None = None
         self.reconciler = Reconciler(self)
         #: Prometheus metrics (served with ``--metrics``) and the event dispatcher (hooks, ...).
+        # Imported here: prometheus_client and the delivery modules only matter to a running daemon,
+        # and every `tmo` command imports this module.
+        from tmux_orchestrator.metrics import DaemonMetrics
+
         self.metrics = metrics or DaemonMetrics()
         self.dispatcher: Dispatcher | None = None
 
@@ -192,6 +203,8 @@ class Daemon:
             ("daemon.version", __version__),
         ):
             self.store.set_setting(key, value)
+        from tmux_orchestrator.dispatch import Dispatcher
+
         self.dispatcher = Dispatcher(self.settings, self.metrics).start()
         self._event_cursor = self.store.last_event_id()
         current_boot = boot_id()
@@ -323,7 +336,10 @@ class Daemon:
             pass
         *lines, self._fifo_buffer = self._fifo_buffer.split(b"\n")
         for raw in lines:
-            message = parse_fifo_line(raw.decode(errors="replace"))
+            try:
+                message = parse_fifo_line(raw.decode(errors="replace"))
+            except ValueError:  # anyone who can write the FIFO can write garbage: ignore it
+                message = None
             if message is not None:
                 try:
                     self.on_exit(message)
@@ -337,30 +353,47 @@ class Daemon:
             return
         self._token = token
         self._claim_needed = True
-        for event in self.store.events_after(self._event_cursor, kinds=_STATUS_KINDS, limit=10000):
-            self._event_cursor = max(self._event_cursor, event.id)
-            if event.project_id in self.running and event.new_status != ProjectStatus.PROCESSING.value:
-                self._ended_elsewhere(event.project_id, f"{event.new_status or event.kind} by {event.source}")
-                self.metrics.end_detected("database", event.at.timestamp())
-        self._event_cursor = max(self._event_cursor, self.store.last_event_id())
+        while True:
+            batch = self.store.events_after(self._event_cursor, kinds=_STATUS_KINDS, limit=10000)
+            for event in batch:
+                self._event_cursor = max(self._event_cursor, event.id)
+                if (
+                    event.project_id in self.running
+                    and event.new_status != ProjectStatus.PROCESSING.value
+                    and self._ended_elsewhere(event.project_id, f"{event.new_status or event.kind} "
+                                              f"by {event.source}")
+                ):
+                    self.metrics.end_detected("database", event.at.timestamp())
+            if len(batch) < 10000:
+                break
         paused = self.store.get_setting("paused", "0") == "1"
         if paused != self.paused:
             self.paused = paused
             log.info("queue %s", "paused" if paused else "resumed")
         self.concurrency = int(self.store.get_setting("concurrency", str(self.concurrency)) or 1)
 
-    def _ended_elsewhere(self, project_id: int, why: str) -> None:
-        """A running project was ended by someone else (CLI, API, SQL): clean its session up."""
-        running = self.running.pop(project_id, None)
+    def _ended_elsewhere(self, project_id: int, why: str) -> bool:
+        """A running project was ended by someone else (CLI, API, SQL): clean its session up.
+
+        The event that brought us here may be older than the running attempt (a ``queued`` event
+        read only after the project was claimed), so the row decides: as long as it still says
+        ``processing`` for the same attempt, nothing has ended. Returns True if it had ended.
+        """
+        running = self.running.get(project_id)
         if running is None:
-            return
+            return False
         try:
             project = self.store.get(project_id)
         except ProjectNotFound:
-            project = running.project
+            project = running.project  # deleted by hand while running: still clean up
+        else:
+            if project.status == ProjectStatus.PROCESSING and project.attempt == running.project.attempt:
+                return False
+        self.running.pop(project_id, None)
         log.info("project %s %s", project_id, why,
                  extra={"project_id": project_id, "session_name": project.session_name})
-        self.cleanup_async(project, reason=why)
+        self.cleanup_async(running.project if project.session_name is None else project, reason=why)
+        return True
 
     def cleanup_async(self, project: Project, *, reason: str, grace: float | None = None) -> None:
         """Save and kill ``project``'s session on a worker thread, then wake the loop."""
@@ -383,7 +416,7 @@ class Daemon:
         if not self.running:
             return
         try:
-            mtime = os.stat(self.settings.run_dir).st_mtime
+            mtime = os.stat(self._run_dir).st_mtime
         except OSError:
             return
         if mtime == self._run_dir_mtime:
@@ -410,12 +443,16 @@ class Daemon:
             self.metrics.end_detected("marker", ended_at)
 
     def _check_deadlines(self, now: float) -> None:
-        for project_id, running in list(self.running.items()):
-            if running.deadline is not None and now >= running.deadline:
-                self.end_running(
-                    project_id, ProjectStatus.FAILED, outcome=Outcome.TIMEOUT,
-                    message=f"timed out after {running.project.timeout:g}s", reason="timeout",
-                )
+        # A heap keeps this O(1) per wake-up with a thousand running projects.
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, project_id, attempt = heapq.heappop(self._deadlines)
+            running = self.running.get(project_id)
+            if running is None or running.project.attempt != attempt:
+                continue  # ended meanwhile, or an older attempt's deadline
+            self.end_running(
+                project_id, ProjectStatus.FAILED, outcome=Outcome.TIMEOUT,
+                message=f"timed out after {running.project.timeout:g}s", reason="timeout",
+            )
 
     def _check_idle(self, now: float) -> None:
         for project_id, running in list(self.running.items()):
@@ -458,6 +495,7 @@ class Daemon:
 
     def on_exit(self, message: ExitMessage) -> None:
         """A wrapper reported its command's exit code."""
+        received = time.time()  # the wrapper wrote its line ~0.5 ms before: the end, for metrics
         try:
             project = self.store.get(message.project_id)
         except ProjectNotFound:
@@ -466,9 +504,9 @@ class Daemon:
         if project.attempt != message.attempt:
             exit_file.unlink(missing_ok=True)
             return
-        ended_at = self.metrics.file_time(exit_file) if project.status == ProjectStatus.PROCESSING else None
+        was_running = project.status == ProjectStatus.PROCESSING
         self.finish(project, message.exit_code)
-        self.metrics.end_detected("exit", ended_at)
+        self.metrics.end_detected("exit", received if was_running else None)
 
     def finish(self, project: Project, exit_code: int) -> Project:
         """Record that ``project``'s command exited with ``exit_code``; its session closes itself."""
@@ -578,13 +616,13 @@ class Daemon:
         if project.timeout:
             elapsed = 0.0
             if project.started_at is not None:
-                from datetime import datetime
-
                 elapsed = max(0.0, (datetime.now(UTC) - project.started_at).total_seconds())
             deadline = time.monotonic() + project.timeout - elapsed
         self.running[project.id] = Running(
             project=project, deadline=deadline, idle_timeout=project.idle_timeout
         )
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, project.id, project.attempt))
 
     def _spawn_failed(self, project: Project, message: str) -> None:
         log.error("project %s: %s", project.id, message,

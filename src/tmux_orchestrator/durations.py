@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -25,6 +26,8 @@ def parse_duration(text: str) -> float:
             raise ValueError(
                 f"invalid duration {text!r}: use a number of seconds or e.g. 30s, 5m, 2h, 1d, 1h30m"
             ) from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {text!r}: must be a finite number of seconds")
     if seconds < 0:
         raise ValueError(f"invalid duration {text!r}: must not be negative")
     return seconds

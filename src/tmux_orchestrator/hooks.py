@@ -31,7 +31,7 @@ import string
 import subprocess
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,8 +309,16 @@ class HookResult:
 OUTPUT_TAIL = 2000
 
 
-def run_hook(spec: HookSpec, event: Event, env: Mapping[str, str], *, cwd: Path) -> HookResult:
-    """Run ``spec`` once for ``event``: JSON on stdin, timeout, its process group killed after it."""
+def run_hook(
+    spec: HookSpec, event: Event, env: Mapping[str, str], *, cwd: Path,
+    on_start: Callable[[subprocess.Popen[bytes] | None], None] | None = None,
+) -> HookResult:
+    """Run ``spec`` once for ``event``: JSON on stdin, a timeout, then its process group is killed.
+
+    The hook runs in a process group of its own; whatever it leaves running there when it exits or
+    times out is killed too (``setsid`` detaches something on purpose). ``on_start`` is told the
+    process when it starts and None when it has ended, so a stopping daemon can end it.
+    """
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -320,6 +328,16 @@ def run_hook(spec: HookSpec, event: Event, env: Mapping[str, str], *, cwd: Path)
     except OSError as exc:
         return HookResult(False, f"cannot run {spec.argv[0]}: {exc.strerror or exc}", "",
                           time.monotonic() - started)
+    if on_start is not None:
+        on_start(proc)
+    try:
+        return _wait_hook(spec, event, proc, started)
+    finally:
+        if on_start is not None:
+            on_start(None)
+
+
+def _wait_hook(spec: HookSpec, event: Event, proc: subprocess.Popen[bytes], started: float) -> HookResult:
     data = (json.dumps(event_payload(event)) + "\n").encode()
     error = ""
     try:
@@ -381,3 +399,9 @@ class Breaker:
         first = project_id not in self._tripped
         self._tripped.add(project_id)
         return False, first
+
+
+def end_hook(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a running hook's process group (the daemon is stopping and cannot wait for it)."""
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGKILL)

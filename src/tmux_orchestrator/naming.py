@@ -14,7 +14,7 @@ import unicodedata
 #: Longest slug kept from a project name; the id and attempt suffix come on top.
 SLUG_MAX = 40
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 def slugify(name: str, max_length: int = SLUG_MAX) -> str:
@@ -37,4 +37,4 @@ def session_name_for(project_id: int, name: str, attempt: int = 1) -> str:
 
 def is_safe_session_name(name: str) -> bool:
     """True if tmux stores ``name`` exactly as given and ``=name`` finds it."""
-    return bool(_SAFE_NAME.match(name))
+    return bool(_SAFE_NAME.fullmatch(name))

@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import json
 import os
-import smtplib
-import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.hooks import ROUTE_KEYS, Route, TableReader, event_payload, render, summarize
 from tmux_orchestrator.store.base import Event
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+# smtplib, ssl and email are imported where mails are built and sent: every `tmo` command reads
+# the [smtp] table to check it, only the daemon sends.
 
 DEFAULT_SUBJECT = "tmo: ${summary}"
 
@@ -125,6 +128,9 @@ class EmailSpec:
 
 def build_message(spec: EmailSpec, smtp: SmtpSettings, event: Event) -> EmailMessage:
     """The mail for ``event``: subject from the template, a short text and the event JSON."""
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
     message = EmailMessage()
     message["From"] = smtp.sender
     message["To"] = ", ".join(spec.to)
@@ -142,6 +148,9 @@ def build_message(spec: EmailSpec, smtp: SmtpSettings, event: Event) -> EmailMes
 
 def send_email(spec: EmailSpec, smtp: SmtpSettings, event: Event) -> None:
     """Send one mail for ``event``; raises ``smtplib.SMTPException`` or ``OSError`` on failure."""
+    import smtplib
+    import ssl
+
     message = build_message(spec, smtp, event)
     client: smtplib.SMTP
     if smtp.ssl:

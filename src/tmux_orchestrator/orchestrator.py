@@ -12,9 +12,10 @@ import signal
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.errors import (
@@ -32,24 +33,45 @@ from tmux_orchestrator.tmux import (
     TmuxSessionManager,
     signal_group,
 )
+from tmux_orchestrator.wrapper import is_env_name
 
 log = logging.getLogger(__name__)
 
 
-class SessionRowLike(Protocol):
-    """A session with its project and why it is being acted on (see ``reconcile.SessionRow``)."""
+@dataclass
+class SessionRow:
+    """An owned session, its project, and what it is to the queue."""
+
+    session: SessionInfo
+    #: ``running``, ``lingering`` or ``orphaned``.
+    state: str
+    project: Project | None
+    reason: str
 
     @property
-    def session(self) -> SessionInfo: ...
+    def project_id(self) -> int | None:
+        """Id of the session's project, if it has one."""
+        return self.project.id if self.project else None
 
     @property
-    def project(self) -> Project | None: ...
+    def project_status(self) -> str | None:
+        """Status of the session's project, if it has one."""
+        return self.project.status.value if self.project else None
 
-    @property
-    def state(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "session_name": self.session.name,
+            "session_id": self.session.session_id,
+            "pane_pid": self.session.pane_pid,
+            "created": self.session.created,
+            "attached": self.session.attached,
+            "project_id": self.project_id,
+            "project_status": self.project_status,
+            "state": self.state,
+            "reason": self.reason,
+        }
 
-    @property
-    def reason(self) -> str: ...
 
 #: Outcomes after which a project's retry policy applies (a human's ``fail`` or ``cancel`` is final).
 RETRYABLE = frozenset(
@@ -120,9 +142,7 @@ class Orchestrator:
                 raise UsageError(f"spec file {spec} does not exist; pass an existing --spec")
             spec = spec.resolve()
         for key in env or {}:
-            if not key or "=" in key or not (key[0].isalpha() or key[0] == "_") or not all(
-                c.isalnum() or c == "_" for c in key
-            ):
+            if not is_env_name(key):
                 raise UsageError(
                     f"invalid environment variable name {key!r}; use K=V with K in [A-Za-z_][A-Za-z0-9_]*"
                 )
@@ -365,53 +385,107 @@ class Orchestrator:
         )
         return path
 
-    def kill_sessions_batch(self, rows: Sequence[SessionRowLike]) -> list[SessionInfo]:
-        """Save and kill many owned sessions with a few chained tmux calls (``tmo cleanup``).
+    def kill_sessions_batch(
+        self, rows: Sequence[SessionRow], *, event: str | None = None, grace: float = 0.5
+    ) -> list[SessionInfo]:
+        """Save and kill many owned sessions with a few chained tmux calls.
 
-        Scrollbacks are captured into tmux buffers and saved with ``save-buffer`` in the same chain,
-        process groups get SIGTERM, then the sessions are killed by ``$id``, then SIGKILL for what
-        is left after a short grace. Returns the sessions that are gone.
+        Scrollbacks are captured into tmux buffers and written with ``save-buffer`` in one chain;
+        every process group gets SIGTERM and, together, up to ``grace`` seconds to end; then the
+        sessions are killed by ``$id`` in one chain and what is left gets SIGKILL. Each session
+        killed gets an ``output_saved`` event and ``event`` (default: ``lingering_cleaned`` for a
+        project's session, ``session_killed`` for an orphan). Returns the sessions that are gone.
         """
         owned = [r for r in rows if r.session.owner == self.server.owner_tag]
         saves: list[list[str]] = []
+        paths: dict[str, Path] = {}
         for row in owned:
             sid = row.session.session_id
             path = (
                 self.settings.scrollback_path(row.project.id) if row.project
                 else self.settings.logs_dir / f"orphan-{row.session.name}.scrollback.txt"
             )
+            if (
+                row.project is not None
+                and row.project.session_name == row.session.name
+                and row.project.session_closed_at is None
+                and not self.store.close_session(row.project.id, row.session.name)
+            ):
+                continue  # another cleaner (daemon, CLI) claimed this session first
+            paths[sid] = path
             buffer = f"tmo-save-{sid.lstrip('$')}"
             saves += [
                 ["capture-pane", "-J", "-S", "-", "-E", "-", "-b", buffer, "-t", sid],
                 ["save-buffer", "-b", buffer, str(path)],
                 ["delete-buffer", "-b", buffer],
             ]
-            if row.project is not None:
-                self.store.close_session(row.project.id, row.session.name)
+        owned = [r for r in owned if r.session.session_id in paths]
         if saves:
             self.tmux.run_batched(saves, check=False)
-        for row in owned:
-            signal_group(row.session.pane_pid, signal.SIGTERM)
-        killed = self.server.kill([r.session for r in owned])
-        deadline = time.monotonic() + 0.5
         pids = [r.session.pane_pid for r in owned if r.session.pane_pid]
+        for pid in pids:
+            signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.01)
+        self.server.kill([r.session for r in owned])
         for pid in pids:
-            if _alive(pid):
-                signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)  # whatever of the group is left
+        # A session may have ended by itself after SIGTERM: it is gone by our doing all the same
+        # (each was claimed above), so what counts is that it no longer exists.
+        alive = {s.session_id for s in self.server.list_all()}
+        killed = [r.session for r in owned if r.session.session_id not in alive]
         gone = {s.session_id for s in killed}
         events: list[tuple[str, Project | None, str | None, str | None]] = []
         for row in owned:
-            if row.session.session_id not in gone:
+            sid = row.session.session_id
+            if sid not in gone:
                 continue
-            kind = "lingering_cleaned" if row.project is not None else "session_killed"
+            if paths[sid].exists():
+                events.append(("output_saved", row.project, row.session.name, str(paths[sid])))
+            kind = event or ("lingering_cleaned" if row.project is not None else "session_killed")
             events.append((kind, row.project, row.session.name, row.reason))
             log.info("killed %s session %s (%s)", row.state, row.session.name, row.reason,
-                     extra={"project_id": row.project.id if row.project else None,
-                            "session_name": row.session.name})
+                     extra={"project_id": row.project_id, "session_name": row.session.name})
         self.store.append_events(events, source=self.source)
         return killed
+
+    def cancel_many(self, project_ids: Sequence[int]) -> list[tuple[int, Project | OrchestratorError]]:
+        """Cancel many projects; running ones are saved and killed together in a few tmux calls.
+
+        Returns, per id, the cancelled project or the error that kept it from being cancelled.
+        """
+        results: list[tuple[int, Project | OrchestratorError]] = []
+        to_kill: list[Project] = []
+        for project_id in project_ids:
+            try:
+                project = self.store.get(project_id)
+                if project.status not in (ProjectStatus.QUEUED, ProjectStatus.PROCESSING):
+                    raise InvalidTransition(project_id, project.status.value, "cancelled")
+                project = self.store.transition(
+                    project_id, ProjectStatus.CANCELLED, source=self.source,
+                    outcome=Outcome.CANCELLED, error_message="cancelled",
+                )
+            except OrchestratorError as exc:
+                results.append((project_id, exc))
+                continue
+            results.append((project_id, project))
+            if project.session_name:
+                to_kill.append(project)
+        if to_kill:
+            sessions = self.server.list_owned()
+            by_id = {s.session_id: s for s in sessions}
+            by_name = {s.name: s for s in sessions}
+            rows = []
+            for project in to_kill:
+                session = by_id.get(project.session_id or "") or by_name.get(project.session_name or "")
+                if session is not None:
+                    rows.append(SessionRow(session, "running", project, "cancelled"))
+                else:
+                    self.store.close_session(project.id, project.session_name)
+            self.kill_sessions_batch(rows, event="session_killed", grace=self.settings.kill_grace)
+        self.poke_daemon()
+        return results
 
     def _find_lingering_sessions(self, active_sessions: Sequence[str]) -> list[str]:
         """Names in ``active_sessions`` that belong to projects which are no longer running.

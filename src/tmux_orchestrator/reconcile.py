@@ -21,15 +21,15 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tmux_orchestrator.errors import (
     InvalidTransition,
     ProjectNotFound,
     TmuxError,
 )
+from tmux_orchestrator.orchestrator import Orchestrator, SessionRow
 from tmux_orchestrator.processes import stop_project_processes
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.store.sqlite import SqliteStore
@@ -38,7 +38,6 @@ from tmux_orchestrator.wrapper import read_exit_file
 
 if TYPE_CHECKING:
     from tmux_orchestrator.daemon import Daemon
-    from tmux_orchestrator.orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
 
@@ -48,41 +47,6 @@ LINGER_GRACE = timedelta(seconds=2)
 HANGUP_CODE = 128 + signal.SIGHUP
 #: Server restarts within this many seconds count towards the crash-loop backoff.
 RESTART_WINDOW = 60.0
-
-
-@dataclass
-class SessionRow:
-    """An owned session and what it is to the queue."""
-
-    session: SessionInfo
-    #: ``running``, ``lingering`` or ``orphaned``.
-    state: str
-    project: Project | None
-    reason: str
-
-    @property
-    def project_id(self) -> int | None:
-        """Id of the session's project, if it has one."""
-        return self.project.id if self.project else None
-
-    @property
-    def project_status(self) -> str | None:
-        """Status of the session's project, if it has one."""
-        return self.project.status.value if self.project else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "session_name": self.session.name,
-            "session_id": self.session.session_id,
-            "pane_pid": self.session.pane_pid,
-            "created": self.session.created,
-            "attached": self.session.attached,
-            "project_id": self.project_id,
-            "project_status": self.project_status,
-            "state": self.state,
-            "reason": self.reason,
-        }
 
 
 def classify(owned: list[SessionInfo], store: SqliteStore) -> list[SessionRow]:
@@ -125,6 +89,8 @@ class Reconciler:
         self.retry_server_at = 0.0
         self.last_duration = 0.0
         self.server_was_down = False
+        #: The (sessions, running projects, last event) state of the last pass that found nothing.
+        self._settled: tuple[frozenset[tuple[str, str]], frozenset[int], int] | None = None
 
     @property
     def orch(self) -> Orchestrator:
@@ -236,18 +202,30 @@ class Reconciler:
         if not alive:
             self._server_lost()
             return
+        # With a thousand sessions a full pass costs tens of ms; when neither tmux nor the queue
+        # changed since a pass that found nothing to do, there is nothing to find.
+        state = (frozenset((s.session_id, s.name) for s in owned), frozenset(self.daemon.running),
+                 self.daemon.store.last_event_id())
+        if state == self._settled:
+            self.last_duration = time.perf_counter() - started
+            return
         by_name = {s.name: s for s in owned}
-        self._check_running(by_name)
-        self._check_sessions(owned)
-        if any(p.status != ProjectStatus.PROCESSING for p in self.daemon.store.open_sessions()):
+        pending = self._check_running(by_name)
+        pending = self._check_sessions(owned) or pending
+        if self.daemon.store.count_unclosed_ended():
             self._close_unclosed(owned)
+            pending = True
+        self._settled = None if pending else state
         self.last_duration = time.perf_counter() - started
 
-    def _check_running(self, by_name: dict[str, SessionInfo]) -> None:
+    def _check_running(self, by_name: dict[str, SessionInfo]) -> bool:
+        """Finish or lose running projects whose session is gone; True if any was missing."""
+        missing_any = False
         for project_id, running in list(self.daemon.running.items()):
             if running.project.session_name in by_name:
                 running.missing = 0
                 continue
+            missing_any = True
             running.missing += 1
             if running.missing < 2:
                 continue
@@ -262,11 +240,15 @@ class Reconciler:
                 self.daemon.finish(current, code)
             else:
                 self.lose(current, "its session vanished without reporting an exit code")
+        return missing_any
 
-    def _check_sessions(self, owned: list[SessionInfo]) -> None:
+    def _check_sessions(self, owned: list[SessionInfo]) -> bool:
+        """Adopt, clean up or report owned sessions; True if any was not simply running."""
         now = datetime.now(UTC)
+        pending = False
         for row in classify(owned, self.daemon.store):
             session, project = row.session, row.project
+            pending = pending or row.state != "running"
             if project is None:
                 self._orphan(session)
                 continue
@@ -285,6 +267,7 @@ class Reconciler:
                 project.session_closed_at is not None and now - project.session_closed_at > LINGER_GRACE
             ):
                 self._kill_lingering(project, session)
+        return pending
 
     def _kill_lingering(self, project: Project, session: SessionInfo) -> None:
         self.inflight.add(session.session_id)
@@ -315,8 +298,11 @@ class Reconciler:
             log.warning("orphaned session %s (%s): %s", session.name, session.session_id, policy,
                         extra={"project_id": None, "session_name": session.name})
         if policy == "kill":
+            # kill-session first: it makes the kill (and so its event) ours; then SIGTERM whatever
+            # of the group ignored the hang-up.
+            killed = self.daemon.server.kill_one(session)
             signal_group(session.pane_pid, signal.SIGTERM)
-            if self.daemon.server.kill_one(session):
+            if killed:
                 store.append_event(
                     "session_killed", source="daemon", session_name=session.name, message="orphan",
                 )

@@ -6,8 +6,9 @@ scrape and ``tmo stats`` tell the same story:
 * **hand-off latency**: from the moment a slot opened (a running project ended or was requeued, the
   queue was resumed, the daemon started) to the ``started`` event of a project that was already
   waiting at that moment. Starts that waited for a project to be queued are not hand-offs.
-* **end-detection latency**: from a project's end (its command's exit, its marker file, the commit
-  of a hand-written change) to the daemon having recorded it. The daemon measures it and keeps the
+* **end-detection latency**: from a project's end (its wrapper's exit line reaching the daemon, its
+  marker file being written, another writer's change being committed) to the daemon having
+  recorded or acted on it. The daemon measures it and keeps the
   latest samples in the ``settings`` table (key :data:`END_DETECTION_KEY`).
 """
 

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tmux_orchestrator import __version__
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.hooks import ROUTE_KEYS, Route, TableReader, event_payload, render
 from tmux_orchestrator.store.base import Event
+
+if TYPE_CHECKING:
+    import urllib.request
 
 #: Longest delay between two attempts, whatever ``backoff`` and the attempt number say.
 MAX_BACKOFF = 300.0
@@ -60,14 +61,23 @@ class WebhookSpec:
     }
 
     @property
-    def label(self) -> str:
-        """How logs and events name this webhook: its name, else its URL."""
+    def identity(self) -> str:
+        """What tells this webhook from the others: its name, else its URL."""
         return self.name or self.url
+
+    @property
+    def label(self) -> str:
+        """How logs and events name it: its name, else its URL without the path (chat services
+        put their secret token in the path)."""
+        if self.name:
+            return self.name
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}/..."
 
     @property
     def cursor_key(self) -> str:
         """Settings key of this webhook's delivery cursor."""
-        return f"cursor.webhook.{self.label}"
+        return f"cursor.webhook.{self.identity}"
 
     @classmethod
     def read(cls, raw: object, index: int) -> WebhookSpec:
@@ -108,6 +118,8 @@ def sign(secret: str, body: bytes) -> str:
 
 def request_for(spec: WebhookSpec, event: Event) -> urllib.request.Request:
     """The POST request that delivers ``event`` to ``spec``'s URL."""
+    import urllib.request  # here: every `tmo` command reads [[webhooks]], only the daemon posts
+
     if spec.template is not None:
         body = render(spec.template, event, json_escape=True).encode()
     else:
@@ -137,9 +149,13 @@ class Attempt:
 
 def post(spec: WebhookSpec, event: Event) -> Attempt:
     """POST ``event`` once; a 2xx answer is success."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     request = request_for(spec, event)
     try:
-        with urllib.request.urlopen(request, timeout=spec.timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=spec.timeout) as response:
             response.read(65536)
             return Attempt(True, False, "")
     except urllib.error.HTTPError as exc:

@@ -5,11 +5,12 @@ The wrapper is a small POSIX sh script written per attempt to ``$TMO_HOME/run/<i
 
 * runs the command in the project's directory with ``TMO_PROJECT_ID``, ``TMO_HOME``,
   ``TMO_DONE_FILE`` and the project's own variables;
-* keeps the exit code durably in ``<id>-<attempt>.exit`` (written atomically), so a daemon that was
-  down when the project ended still finds the real code after its restart;
-* then pushes ``exit <id> <attempt> <code>`` into the daemon's FIFO, which wakes the daemon about
+* pushes ``exit <id> <attempt> <code>`` into the daemon's FIFO, which wakes the daemon about
   0.5 ms after the exit (``tmux-facts.md`` section 2). The FIFO is opened read-write (``1<>``), so the
-  write never blocks when no daemon is listening.
+  write never blocks when no daemon is listening;
+* then keeps the exit code durably in ``<id>-<attempt>.exit`` (written atomically with ``mv``, which
+  costs a fork, so it comes after the FIFO line and off the hand-off path), so a daemon that was
+  down when the project ended still finds the real code after its restart.
 
 The wrapper traps INT and TERM with a no-op handler (not an ignore: ignored signals would be
 inherited by the command) so that it outlives a signalled command long enough to report its code.
@@ -22,6 +23,7 @@ no recorded code and the daemon reports the project ``lost``.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,24 +47,34 @@ def wrapper_script(settings: Settings, project: Project) -> str:
         env["TMO_SPEC_FILE"] = project.spec_path
     if settings.database_url and not settings.database_url.startswith("sqlite"):
         env["TMO_DATABASE_URL"] = settings.database_url
-    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if _valid_name(k))
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if is_env_name(k))
     q = shlex.quote
     tmp = f"{exit_path}.tmp"
     return f"""# tmux-orchestrator wrapper: project {project.id}, attempt {project.attempt}
 trap : INT TERM
 {exports}
-{shlex.join(project.command)}
+{_command_line(project.command)}
 rc=$?
-printf '%s\\n' "$rc" > {q(tmp)} && mv -f {q(tmp)} {q(str(exit_path))}
 printf 'exit %s %s %s\\n' {project.id} {project.attempt} "$rc" 1<> {q(str(settings.fifo_path))}
+printf '%s\\n' "$rc" > {q(tmp)} && mv -f {q(tmp)} {q(str(exit_path))}
 exit "$rc"
 """
 
 
-def _valid_name(key: str) -> bool:
-    return bool(key) and (key[0].isalpha() or key[0] == "_") and all(
-        c.isalnum() or c == "_" for c in key
-    )
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def is_env_name(key: str) -> bool:
+    """True for a portable environment variable name (ASCII ``[A-Za-z_][A-Za-z0-9_]*``)."""
+    return bool(_ENV_NAME.fullmatch(key))
+
+
+def _command_line(argv: list[str]) -> str:
+    """``argv`` as sh words. The first word is always quoted, so sh never reads it as a
+    reserved word (``if``, ``done``) or an assignment (``x=1``)."""
+    first = "'" + argv[0].replace("'", "'\"'\"'") + "'"
+    return " ".join([first, *(shlex.quote(word) for word in argv[1:])])
 
 
 def write_wrapper(settings: Settings, project: Project) -> Path:
@@ -86,7 +98,7 @@ class ExitMessage:
 def parse_fifo_line(line: str) -> ExitMessage | None:
     """The exit message in ``line``, or None for pokes and garbage."""
     parts = line.split()
-    if len(parts) == 4 and parts[0] == "exit" and all(p.lstrip("-").isdigit() for p in parts[1:]):
+    if len(parts) == 4 and parts[0] == "exit" and all(_INTEGER.fullmatch(p) for p in parts[1:]):
         return ExitMessage(int(parts[1]), int(parts[2]), int(parts[3]))
     return None
 
@@ -97,7 +109,7 @@ def read_exit_file(path: Path) -> int | None:
         text = path.read_text().strip()
     except OSError:
         return None
-    return int(text) if text.lstrip("-").isdigit() else None
+    return int(text) if _INTEGER.fullmatch(text) else None
 
 
 _SUCCESS = {"", "0", "ok", "success", "succeeded", "done", "complete", "completed", "pass", "passed"}

@@ -11,7 +11,6 @@ from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, p
 from tmux_orchestrator.daemon import Daemon
 from tmux_orchestrator.errors import DaemonNotRunning
 from tmux_orchestrator.logs import setup_logging
-from tmux_orchestrator.metrics import DaemonMetrics
 from tmux_orchestrator.service import (
     DaemonStatus,
     daemon_pid,
@@ -43,6 +42,8 @@ def run(ctx: Context, concurrency: int | None, log_json: bool, quiet: bool, log_
     """Run the daemon in the foreground (for systemd and terminals); Ctrl-C stops it."""
     settings = ctx.settings
     settings.ensure_dirs()
+    from tmux_orchestrator.metrics import DaemonMetrics  # only `daemon run` needs prometheus_client
+
     metrics = DaemonMetrics(metrics_address or settings.extra.get("metrics"))
     setup_logging(settings.scheduler_log, level=log_level, json_lines=log_json, stderr=not quiet)
     Daemon(ctx.orch, concurrency=concurrency, ready_fd=ready_fd, metrics=metrics).run()

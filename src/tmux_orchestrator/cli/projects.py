@@ -199,7 +199,15 @@ def _each(ctx: Context, ids: tuple[int, ...], verb: str) -> None:
 @pass_context
 def cancel(ctx: Context, ids: tuple[int, ...]) -> None:
     """Cancel queued or running projects (a running session is saved, then killed)."""
-    _each(ctx, ids, "cancel")
+    failed = False
+    for project_id, result in ctx.orch.cancel_many(ids):
+        if isinstance(result, OrchestratorError):
+            click.echo(f"tmo: error: {result}", err=True)
+            failed = True
+        else:
+            click.echo(f"project {project_id}: {result.status.value}")
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 @cli.command()

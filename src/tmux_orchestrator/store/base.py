@@ -97,6 +97,9 @@ class Store(Protocol):
     def set_exit_code(self, project_id: int, exit_code: int) -> None:
         """Record an exit code that arrived after the project had already ended."""
 
+    def count_unclosed_ended(self) -> int:
+        """Rows that left ``processing`` while their session was still open."""
+
     def open_sessions(self) -> list[Project]:
         """Projects whose session has not been closed yet."""
 

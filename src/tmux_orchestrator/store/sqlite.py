@@ -140,6 +140,9 @@ class SqliteStore:
         self._conn.row_factory = sqlite3.Row
         try:
             self._setup(synchronous)
+        except StoreError:
+            self._conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise StoreError(
@@ -151,17 +154,22 @@ class SqliteStore:
     def _setup(self, synchronous: str) -> None:
         conn = self._conn
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
-            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        # Read-only checks first: a file we refuse must be left exactly as it was (no WAL switch).
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"database {self.path} has schema version {version}, newer than this "
                 f"tmux-orchestrator supports ({SCHEMA_VERSION}); upgrade tmux-orchestrator"
             )
+        if version == 0 and self._has_foreign_tables(conn):
+            raise StoreError(
+                f"{self.path} holds tables of another program; point TMO_DATABASE_URL at a new file"
+            )
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = ON")
         if version < SCHEMA_VERSION:
             self._migrate()
 
@@ -411,6 +419,13 @@ class SqliteStore:
             "WHERE session_name IS NOT NULL AND session_closed_at IS NULL"
         )
         return [_row_to_project(r) for r in rows]
+
+    def count_unclosed_ended(self) -> int:
+        """Rows that left ``processing`` while their session was still open (cheap, indexed)."""
+        return int(self._read(
+            "SELECT count(*) FROM project_queue WHERE session_name IS NOT NULL "
+            "AND session_closed_at IS NULL AND status != 'processing'"
+        )[0][0])
 
     def find_by_session(self, session_names: list[str]) -> dict[str, Project]:
         """Projects whose current session has one of ``session_names``."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tmux_orchestrator.errors import ServerNotRunning, SessionNotFound, TmuxError
 from tmux_orchestrator.naming import is_safe_session_name
-from tmux_orchestrator.tmux.client import Command, Tmux
+from tmux_orchestrator.tmux.client import MAX_CHAIN_BYTES, Tmux
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class OrchestratorServer:
         pipe = f"exec cat >> {shlex.quote(str(log_path))}"
         result = self.tmux.run(
             ["new-session", "-d", "-s", name, "-P", "-F", "#{session_id} #{window_id} #{pane_pid}",
-             "-c", cwd, *argv],
+             "-c", _format_literal(cwd), *argv],
             ["set-option", "-t", f"={name}:", "@tmo_owner", self.owner_tag],
             ["set-option", "-t", f"={name}:", "@tmo_project", str(project_id)],
             ["pipe-pane", "-t", f"={name}:", "-o", _format_literal(pipe)],
@@ -183,14 +183,37 @@ class OrchestratorServer:
         ).stdout
 
     def kill(self, sessions: list[SessionInfo]) -> list[SessionInfo]:
-        """Kill owned sessions by ``$id``, batched; returns those that were killed."""
-        owned = [s for s in sessions if s.owner == self.owner_tag and s.name != KEEPER]
-        if not owned:
-            return []
-        commands: list[Command] = [["kill-session", "-t", s.session_id] for s in owned]
-        self.tmux.run_batched(commands, check=False)
-        alive = {s.session_id for s in self.list_all()}
-        return [s for s in owned if s.session_id not in alive]
+        """Kill owned sessions by ``$id`` in chained calls; returns exactly those this call killed.
+
+        tmux stops a chain at its first failing command and names its target in the error; the
+        commands before it succeeded, the failing one found nothing to kill (someone else did), and
+        the chain resumes after it. So two cleaners racing never both claim the same kill.
+        """
+        pending = [s for s in sessions if s.owner == self.owner_tag and s.name != KEEPER]
+        killed: list[SessionInfo] = []
+        while pending:
+            batch: list[SessionInfo] = []
+            size = 0
+            for session in pending:
+                size += len(session.session_id) + 20
+                if batch and size > MAX_CHAIN_BYTES:
+                    break
+                batch.append(session)
+            result = self.tmux.run(*[["kill-session", "-t", s.session_id] for s in batch], check=False)
+            if result.returncode == 0:
+                killed += batch
+                pending = pending[len(batch):]
+                continue
+            failed_at = next(
+                (i for i, s in enumerate(batch) if result.stderr.strip().endswith(s.session_id)), None
+            )
+            if failed_at is None:  # no server, or an error we cannot place: nothing more to do
+                if "no server running" not in result.stderr and "error connecting" not in result.stderr:
+                    log.warning("tmux kill-session failed: %s", result.stderr.strip())
+                break
+            killed += batch[:failed_at]
+            pending = pending[failed_at + 1:]
+        return killed
 
     def kill_one(self, session: SessionInfo) -> bool:
         """Kill one owned session by ``$id``; False if it was already gone."""

@@ -79,9 +79,13 @@ class TmuxSessionManager:
         return [s.name for s in self._kill(matched)]
 
     def _kill(self, sessions: list[SessionInfo]) -> list[SessionInfo]:
+        # SIGTERM first gives the project a chance to end cleanly (an agent saving its state);
+        # kill-session then closes whatever is left. A session counts as killed when it is gone.
         for session in sessions:
             signal_group(session.pane_pid, signal.SIGTERM)
-        killed = self.server.kill(sessions)
+        self.server.kill(sessions)
+        alive = {s.session_id for s in self.server.list_all()}
+        killed = [s for s in sessions if s.session_id not in alive]
         for session in killed:
             log.info("killed session %s (%s)", session.name, session.session_id)
         return killed
