@@ -235,7 +235,8 @@ def test_timeout_kills_a_term_ignoring_group_after_kill_grace(
     tmo_settings.kill_grace = 1.0
     daemon_factory()
     project = orchestrator.enqueue(
-        ["sh", "-c", "trap '' TERM; echo $$ > pid.txt; while :; do date +%s.%N >> tick.txt; sleep 0.05; done"],
+        ["sh", "-c",
+         "trap '' TERM; echo $$ > pid.txt; while :; do date +%s.%N >> tick.txt; sleep 0.05; done"],
         project_path=tmp_path, timeout=0.5,
     )
     pid = int(_until_file(tmp_path / "pid.txt"))
