@@ -24,6 +24,7 @@ from tmux_orchestrator.errors import (
     TmuxError,
     UsageError,
 )
+from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.store import NewProject, open_store
 from tmux_orchestrator.tmux import (
@@ -90,7 +91,7 @@ class Orchestrator:
         *,
         home: Path | str | None = None,
         database_url: str | None = None,
-        source: str = "api",
+        source: str | None = None,
     ) -> None:
         self.settings = settings or load_settings(home, database_url)
         self.settings.ensure_dirs()
@@ -99,8 +100,9 @@ class Orchestrator:
         self.server = OrchestratorServer(self.tmux, self.settings.owner_tag)
         #: Session operations restricted to sessions this orchestrator owns.
         self.tmux_manager = TmuxSessionManager(self.server)
-        #: Recorded as the source of every change made through this object.
-        self.source = source
+        #: Recorded as the source of every change made through this object: ``api`` by default,
+        #: ``hook`` inside a hook (``TMO_HOOK=1``), so hooks never fire on their own changes.
+        self.source = source or ("hook" if os.environ.get("TMO_HOOK") == "1" else "api")
         self.host = socket.gethostname()
 
     def close(self) -> None:
@@ -358,7 +360,7 @@ class Orchestrator:
         grace = self.settings.kill_grace if grace is None else grace
         if signal_group(pgid, signal.SIGTERM) and pgid:
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and _alive(pgid):
+            while time.monotonic() < deadline and is_running(pgid):
                 time.sleep(0.005)
             # SIGKILL whatever is left of the group: the leader if it ignored SIGTERM, or
             # children it left behind (the group id stays reserved while any member lives).
@@ -426,7 +428,7 @@ class Orchestrator:
         for pid in pids:
             signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(is_running(p) for p in pids):
             time.sleep(0.01)
         self.server.kill([r.session for r in owned])
         for pid in pids:
@@ -552,34 +554,12 @@ class Orchestrator:
             os.close(fd)
 
 
-_HAS_PROC = os.path.exists("/proc/self/stat")
-
-
 def _in_session_of(pane_pid: int) -> bool:
     """True if this process belongs to the pane's process session or group (runs inside it)."""
     try:
         return os.getsid(0) == pane_pid or os.getpgid(0) == pane_pid
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting to be reaped by tmux counts as ended)."""
-    if _HAS_PROC:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 #: The original scheduler's name, kept for its users.

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 _PROC = Path("/proc")
+_HAS_PROC = (_PROC / "self" / "stat").exists()
 
 
 def project_pids(pgid: int, project_id: int, home: Path) -> list[int] | None:
     """Pids in process group ``pgid`` that belong to the project; None where /proc is missing."""
-    if not (_PROC / "self" / "stat").exists():
+    if not _HAS_PROC:
         return None
     marks = (f"TMO_PROJECT_ID={project_id}".encode(), f"TMO_HOME={home}".encode())
     found: list[int] = []
@@ -59,7 +60,7 @@ def stop_project_processes(pgid: int | None, project_id: int, home: Path, grace:
     deadline = time.monotonic() + grace
     while pids and time.monotonic() < deadline:
         time.sleep(0.02)
-        pids = [p for p in pids if _running(p)]
+        pids = [p for p in pids if is_running(p)]
     for pid in pids:
         _send(pid, signal.SIGKILL)
     return len(pids)
@@ -72,9 +73,21 @@ def _send(pid: int, sig: int) -> None:
         pass
 
 
-def _running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """True while ``pid`` runs. A zombie (dead, waiting for its parent, such as tmux or an init
+    that is slow to reap) counts as ended."""
+    if not _HAS_PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
     try:
         state = (_PROC / str(pid) / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    except FileNotFoundError:
         return False
+    except (OSError, IndexError):
+        return True
     return state != b"Z"

@@ -31,6 +31,7 @@ class DaemonStatus:
     paused: bool
     started_at: str | None
     counts: dict[str, int]
+    metrics_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -23,6 +23,7 @@ import pytest
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.daemon import Daemon
 from tmux_orchestrator.orchestrator import Orchestrator
+from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.tmux import Tmux
 
 T = TypeVar("T")
@@ -59,31 +60,10 @@ def end_tmux_server(socket_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and _running(int(pid)):
+            while time.monotonic() < deadline and is_running(int(pid)):
                 time.sleep(0.01)
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not yet reaped by init) counts as ended."""
-    if not os.path.exists("/proc/self/stat"):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
 
 
 @pytest.fixture

@@ -84,6 +84,7 @@ def status(ctx: Context, as_json: bool) -> None:
         paused=store.get_setting("paused", "0") == "1",
         started_at=store.get_setting("daemon.started_at") if pid else None,
         counts=store.counts(),
+        metrics_url=(store.get_setting("daemon.metrics_url") or None) if pid else None,
     )
     if as_json:
         print_json(info.to_dict())
@@ -94,6 +95,8 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo("projects:    " + ", ".join(f"{v} {k}" for k, v in info.counts.items()))
         click.echo(f"home:        {info.home}")
         click.echo(f"tmux socket: {info.socket}")
+        if info.metrics_url:
+            click.echo(f"metrics:     {info.metrics_url}")
     if pid is None:
         raise click.exceptions.Exit(3)
 

@@ -179,17 +179,25 @@ def fail(ctx: Context, project_id: int | None, reason: str | None) -> None:
 
 
 def _each(ctx: Context, ids: tuple[int, ...], verb: str) -> None:
-    """Apply ``verb`` to every id; report each; exit 1 if any failed."""
-    failed = False
+    """Apply the API method ``verb`` to every id and report each."""
+    results: list[tuple[int, Project | OrchestratorError]] = []
     for project_id in ids:
         try:
-            project = getattr(ctx.orch, verb)(project_id)
+            results.append((project_id, getattr(ctx.orch, verb)(project_id)))
         except OrchestratorError as exc:
-            click.echo(f"tmo: error: {exc}", err=True)
+            results.append((project_id, exc))
+    _report(results, "removed" if verb == "remove" else None)
+
+
+def _report(results: list[tuple[int, Project | OrchestratorError]], status: str | None) -> None:
+    """One line per project (errors on stderr); exit 1 if any failed."""
+    failed = False
+    for project_id, result in results:
+        if isinstance(result, OrchestratorError):
+            click.echo(f"tmo: error: {result}", err=True)
             failed = True
-            continue
-        status = "removed" if verb == "remove" else project.status.value
-        click.echo(f"project {project_id}: {status}")
+        else:
+            click.echo(f"project {project_id}: {status or result.status.value}")
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -198,16 +206,8 @@ def _each(ctx: Context, ids: tuple[int, ...], verb: str) -> None:
 @click.argument("ids", type=PROJECT_ID, nargs=-1, required=True)
 @pass_context
 def cancel(ctx: Context, ids: tuple[int, ...]) -> None:
-    """Cancel queued or running projects (a running session is saved, then killed)."""
-    failed = False
-    for project_id, result in ctx.orch.cancel_many(ids):
-        if isinstance(result, OrchestratorError):
-            click.echo(f"tmo: error: {result}", err=True)
-            failed = True
-        else:
-            click.echo(f"project {project_id}: {result.status.value}")
-    if failed:
-        raise click.exceptions.Exit(1)
+    """Cancel queued or running projects (running sessions are saved, then killed together)."""
+    _report(ctx.orch.cancel_many(ids), "cancelled")
 
 
 @cli.command()
