@@ -172,7 +172,7 @@ def test_manual_retry_of_a_failed_project(home: Home) -> None:
     assert home.project(pid)["retry_count"] == 1
 
 
-def test_second_signal_exits_at_once_and_first_leaves_sessions(home: Home) -> None:
+def test_sigterm_exits_zero_within_a_second_and_leaves_sessions(home: Home) -> None:
     daemon = home.start_daemon()
     pid = int(home.tmo("add", "--", "sleep", "600").stdout)
     retry_until(lambda: home.project(pid)["pane_pid"])
