@@ -31,7 +31,11 @@ def test_repeated_server_deaths_back_off_and_recover(
 
     for expected in (1, 2, 3):
         _kill_server(orchestrator)
-        retry_until(lambda n=expected: restarts() >= n, message=f"restart {expected}")
+
+        def restarted(n: int = expected) -> bool:
+            return restarts() >= n
+
+        retry_until(restarted, message=f"restart {expected}")
     # Three deaths within a minute: the next restart waits instead of hammering tmux.
     backoff_until = time.time() + (reconciler.retry_server_at - time.monotonic())
     assert backoff_until > time.time()
