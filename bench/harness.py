@@ -23,6 +23,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from bench.stats import percentile
 from tmux_orchestrator import Orchestrator, load_settings
 from tmux_orchestrator.config import Settings
 
@@ -58,9 +60,60 @@ def scrub_environment() -> dict[str, str]:
 
 
 def tmo_argv() -> list[str]:
-    """How to call the installed CLI: ``tmo`` on PATH, else ``python -m tmux_orchestrator``."""
-    exe = shutil.which("tmo")
+    """How to call the installed CLI: the ``tmo`` console script of this interpreter, else ``tmo``
+    on PATH, else ``python -m tmux_orchestrator``.
+
+    The interpreter's own script comes first: a version manager's shim on PATH (pyenv's is a bash
+    script that execs ``pyenv exec``) adds some 50 ms to every call, which is not the product's.
+    """
+    scripts = sysconfig.get_path("scripts")
+    exe = shutil.which("tmo", path=scripts) or shutil.which("tmo")
     return [exe] if exe else [sys.executable, "-m", "tmux_orchestrator"]
+
+
+def time_process(argv: list[str], *, env: dict[str, str], runs: int = 5, warmup: int = 1,
+                 cwd: Path | None = None) -> dict[str, Any]:
+    """Whole-process figures of ``argv``: ``warmup`` runs not counted, then ``runs`` counted ones.
+
+    Per run the wall time (fork to reap), the user + system CPU the kernel accounted to it
+    (``wait4``) and its peak RSS; output is read and thrown away (its size is kept). Medians are
+    what to quote: the machine is shared.
+    """
+    walls: list[float] = []
+    cpus: list[float] = []
+    rss: list[int] = []
+    out_bytes = 0
+    codes: set[int] = set()
+    for n in range(warmup + runs):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        size = 0
+        while chunk := proc.stdout.read(1 << 16):
+            size += len(chunk)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.stdout.close()
+        if n < warmup:
+            continue
+        codes.add(proc.returncode)
+        walls.append(wall * 1000)
+        cpus.append((usage.ru_utime + usage.ru_stime) * 1000)
+        rss.append(usage.ru_maxrss)
+        out_bytes = size
+    ordered = sorted(walls)
+    return {
+        "runs": runs,
+        "wall_ms": {"median": round(percentile(ordered, 50), 1), "min": round(ordered[0], 1),
+                    "max": round(ordered[-1], 1)},
+        "cpu_ms_median": round(percentile(sorted(cpus), 50), 1),
+        "peak_rss_kb_max": max(rss),
+        "output_bytes": out_bytes,
+        "exit_codes": sorted(codes),
+        "samples_wall_ms": [round(w, 1) for w in walls],
+    }
 
 
 def pid_alive(pid: int) -> bool:
@@ -359,6 +412,18 @@ class BenchHome:
                 self.orch.close()
             if not self.keep:
                 shutil.rmtree(self.home, ignore_errors=True)
+
+    def refresh_server_pid(self) -> None:
+        """Remember the pid of the tmux server answering on this home's socket now (teardown ends
+        it), after something other than :meth:`start_daemon` started or restarted it."""
+        out = self.tmux("display-message", "-p", "-t", "=_tmo_keep:", "#{pid}").stdout.strip()
+        if out.isdigit():
+            self.server_pid = int(out)
+
+    def close_daemon_only(self) -> None:
+        """Stop the daemon (``tmo daemon stop``); its sessions and tmux server are left running."""
+        self._stop_daemon()
+        self.daemon_pid = None
 
     def _stop_daemon(self) -> None:
         pid = self.daemon_pid

@@ -123,6 +123,8 @@ SERIES = (
     "commit_to_session_killed_event_ms",
     "update_statement_ms",
     "poll_interval_ms",
+    "commit_to_gone_idle_ms",
+    "commit_to_detected_idle_log_ms",
 )
 
 
@@ -135,7 +137,8 @@ def run(count: int, *, keep: bool = False, seed: int = 1) -> dict[str, Any]:
     """
     rng = random.Random(seed)
     argv = project_argv(stamp("start"), "exec sleep 600")
-    schedule = ["poll"] * count + ["notify"] * (count // 2)
+    # "idle": the UPDATE comes 1.5-3 s after the start, once the daemon polls at its idle pace
+    schedule = ["poll"] * count + ["notify"] * (count // 2) + ["idle"] * max(3, count // 5)
     rng.shuffle(schedule)
     trials: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -150,7 +153,8 @@ def run(count: int, *, keep: bool = False, seed: int = 1) -> dict[str, Any]:
             while schedule:
                 probe = schedule.pop()
                 try:
-                    trials.append(_trial(bench, watcher, argv, rng, number, poll=probe == "poll"))
+                    trials.append(_trial(bench, watcher, argv, rng, number, poll=probe != "notify",
+                                         idle=probe == "idle"))
                 except TrialRefused as exc:
                     # The project had already ended on its own: record it, run a replacement.
                     refused.append(str(exc))
@@ -181,6 +185,12 @@ def run(count: int, *, keep: bool = False, seed: int = 1) -> dict[str, Any]:
                 )
     series: dict[str, list[float]] = {key: [] for key in SERIES}
     for t in trials:
+        if t["idle"]:
+            for key, source in (("commit_to_gone_idle_ms", "commit_to_gone_poll_ms"),
+                                ("commit_to_detected_idle_log_ms", "commit_to_detected_log_ms")):
+                if t.get(source) is not None:
+                    series[key].append(t[source])
+            continue
         for key in SERIES:
             if key == "commit_to_gone_notify_unpolled_ms":
                 if not t["polled"] and t["commit_to_gone_notify_ms"] is not None:
@@ -197,7 +207,8 @@ def run(count: int, *, keep: bool = False, seed: int = 1) -> dict[str, Any]:
     return {
         "description": "UPDATE project_queue SET status='completed' WHERE id=N (commit) -> session gone",
         "config": {"trials_polled": count, "trials_notify_only": count // 2, "command": argv,
-                   "settle_s": "uniform 0.02-0.12", "seed": seed},
+                   "trials_idle": max(3, count // 5), "settle_s": "uniform 0.02-0.12",
+                   "idle_settle_s": "uniform 1.5-3.0", "seed": seed},
         "summary": {key: summarize(values) for key, values in series.items()},
         "samples": {key: [round(v, 3) for v in values] for key, values in series.items()},
         "trials": trials,
@@ -214,7 +225,7 @@ def run(count: int, *, keep: bool = False, seed: int = 1) -> dict[str, Any]:
 
 
 def _trial(bench: BenchHome, watcher: ControlWatcher, argv: list[str], rng: random.Random,
-           number: int, *, poll: bool) -> dict[str, Any]:
+           number: int, *, poll: bool, idle: bool = False) -> dict[str, Any]:
     project_id = bench.enqueue(argv, name="sqlkill")
     wait_until(lambda: bench.mark(project_id, "start") is not None, timeout=10,
                what=f"project {project_id} to start")
@@ -228,7 +239,7 @@ def _trial(bench: BenchHome, watcher: ControlWatcher, argv: list[str], rng: rand
     if bench.tmux("has-session", "-t", session_id).returncode != 0:
         raise BenchError(f"session {session_id} of project {project_id} is not running")
     last_event = bench.events()[-1].id
-    time.sleep(rng.uniform(0.02, 0.12))
+    time.sleep(rng.uniform(1.5, 3.0) if idle else rng.uniform(0.02, 0.12))
     watcher.drain()
 
     before = time.perf_counter()
@@ -261,6 +272,7 @@ def _trial(bench: BenchHome, watcher: ControlWatcher, argv: list[str], rng: rand
         "trial": number,
         "project_id": project_id,
         "polled": poll,
+        "idle": idle,
         "gone": not still_there,
         "commit_wall": commit_wall,
         "update_statement_ms": ms(commit, before),

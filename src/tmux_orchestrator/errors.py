@@ -19,6 +19,20 @@ class UsageError(OrchestratorError):
     exit_code = 2
 
 
+class InvalidBatch(UsageError):
+    """Some items of a batch (``enqueue_many``, ``tmo add --from-file``) are invalid; none was queued.
+
+    ``errors`` lists ``(position, message)`` for every invalid item, positions 1-based.
+    """
+
+    def __init__(self, errors: list[tuple[int, str]]) -> None:
+        shown = [f"project {n}: {msg}" for n, msg in errors[:20]]
+        if len(errors) > 20:
+            shown.append(f"... and {len(errors) - 20} more")
+        super().__init__(f"{len(errors)} invalid project(s), nothing queued: " + "; ".join(shown))
+        self.errors = errors
+
+
 class ConfigError(OrchestratorError):
     """The configuration (environment, ``config.toml``, ``TMO_HOME``) is invalid."""
 

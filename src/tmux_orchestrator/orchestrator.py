@@ -19,6 +19,7 @@ from typing import Any
 
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.errors import (
+    InvalidBatch,
     InvalidTransition,
     OrchestratorError,
     TmuxError,
@@ -74,6 +75,11 @@ class SessionRow:
         }
 
 
+#: The keyword arguments of :meth:`Orchestrator.enqueue`, which ``enqueue_many`` items may hold.
+_ENQUEUE_KEYS = frozenset({
+    "command", "name", "priority", "project_path", "spec_path", "env", "max_retries", "retry_delay",
+    "timeout", "idle_timeout",
+})
 #: Outcomes after which a project's retry policy applies (a human's ``fail`` or ``cancel`` is final).
 RETRYABLE = frozenset(
     {Outcome.EXITED, Outcome.SIGNAL, Outcome.TIMEOUT, Outcome.IDLE, Outcome.LOST, Outcome.SPAWN_ERROR}
@@ -131,6 +137,68 @@ class Orchestrator:
         idle_timeout: float | None = None,
     ) -> Project:
         """Queue a project. Validates everything first: bad input changes nothing."""
+        project = self.store.enqueue(
+            self.new_project(
+                command, name=name, priority=priority, project_path=project_path, spec_path=spec_path,
+                env=env, max_retries=max_retries, retry_delay=retry_delay, timeout=timeout,
+                idle_timeout=idle_timeout,
+            ),
+            source=self.source,
+        )
+        log.info("queued project %s (%s)", project.id, project.name,
+                 extra={"project_id": project.id, "session_name": None})
+        self.poke_daemon()
+        return project
+
+    def enqueue_many(self, projects: Sequence[Mapping[str, Any]]) -> list[Project]:
+        """Queue many projects in one transaction: all of them, or (on any invalid one) none.
+
+        Each item holds the keyword arguments of :meth:`enqueue` (``command`` required; ``name``,
+        ``priority``, ``project_path``, ``spec_path``, ``env``, ``max_retries``, ``retry_delay``,
+        ``timeout``, ``idle_timeout`` optional). Every item is validated before anything is written;
+        if any is invalid, :class:`InvalidBatch` (a :class:`UsageError`) lists every invalid item
+        with its position (1-based) and nothing is queued. Returns the
+        queued projects in the order given. ``tmo add --from-file`` uses this.
+        """
+        news: list[NewProject] = []
+        errors: list[tuple[int, str]] = []
+        for number, item in enumerate(projects, start=1):
+            unknown = set(item) - _ENQUEUE_KEYS
+            if unknown:
+                errors.append((number, f"unknown field(s) {', '.join(sorted(unknown))}"))
+            elif "command" not in item:
+                errors.append((number, "missing command"))
+            else:
+                try:
+                    news.append(self.new_project(**item))
+                except (UsageError, TypeError, ValueError) as exc:
+                    errors.append((number, str(exc)))
+        if errors:
+            raise InvalidBatch(errors)
+        queued = self.store.enqueue_many(news, source=self.source)
+        if queued:
+            log.info("queued %s projects (ids %s-%s)", len(queued), queued[0].id, queued[-1].id,
+                     extra={"project_id": None, "session_name": None})
+            self.poke_daemon()
+        return queued
+
+    def new_project(
+        self,
+        command: Sequence[str],
+        *,
+        name: str = "",
+        priority: int = 0,
+        project_path: str | Path | None = None,
+        spec_path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        max_retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        idle_timeout: float | None = None,
+    ) -> NewProject:
+        """Validate one project's fields (raises :class:`UsageError`) and return the row to insert."""
+        if isinstance(command, (str, bytes)):
+            raise UsageError("the command must be a list of words (argv), e.g. [\"make\", \"test\"]")
         argv = [str(a) for a in command]
         if not argv or not argv[0].strip():
             raise UsageError("missing command: give it after `--`, e.g. tmo add -- claude -p spec.md")
@@ -143,37 +211,34 @@ class Orchestrator:
             if not spec.is_file():
                 raise UsageError(f"spec file {spec} does not exist; pass an existing --spec")
             spec = spec.resolve()
-        for key in env or {}:
-            if not is_env_name(key):
+        for key, text in dict(env or {}).items():
+            if not isinstance(key, str) or not is_env_name(key):
                 raise UsageError(
                     f"invalid environment variable name {key!r}; use K=V with K in [A-Za-z_][A-Za-z0-9_]*"
                 )
-        if not -(2**31) <= int(priority) < 2**31:
+            if not isinstance(text, str):
+                raise UsageError(f"environment variable {key}: the value must be a string")
+        if isinstance(priority, bool) or not -(2**31) <= int(priority) < 2**31:
             raise UsageError("priority must be between -2147483648 and 2147483647")
-        if max_retries < 0:
-            raise UsageError("--max-retries must be 0 or more")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise UsageError("--max-retries must be a whole number, 0 or more")
         for label, value in (("timeout", timeout), ("idle timeout", idle_timeout)):
-            if value is not None and value <= 0:
+            if value is not None and not value > 0:  # `not >`: NaN is refused too
                 raise UsageError(f"{label} must be positive")
-        project = self.store.enqueue(
-            NewProject(
-                command=argv,
-                name=name or (spec.stem if spec else Path(argv[0]).name),
-                priority=int(priority),
-                project_path=str(directory.resolve()),
-                spec_path=str(spec) if spec else None,
-                env=dict(env or {}),
-                max_retries=max_retries,
-                retry_delay=retry_delay,
-                timeout=timeout,
-                idle_timeout=idle_timeout,
-            ),
-            source=self.source,
+        if not isinstance(retry_delay, (int, float)) or not retry_delay >= 0 or retry_delay == float("inf"):
+            raise UsageError("retry delay must be a finite number of seconds, 0 or more")
+        return NewProject(
+            command=argv,
+            name=name or (spec.stem if spec else Path(argv[0]).name),
+            priority=int(priority),
+            project_path=str(directory.resolve()),
+            spec_path=str(spec) if spec else None,
+            env=dict(env or {}),
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
         )
-        log.info("queued project %s (%s)", project.id, project.name,
-                 extra={"project_id": project.id, "session_name": None})
-        self.poke_daemon()
-        return project
 
     def get(self, project_id: int) -> Project:
         """The project ``project_id``; raises ``ProjectNotFound``."""
@@ -392,14 +457,13 @@ class Orchestrator:
     ) -> list[SessionInfo]:
         """Save and kill many owned sessions with a few chained tmux calls.
 
-        Scrollbacks are captured into tmux buffers and written with ``save-buffer`` in one chain;
+        Scrollbacks are captured in a few chained calls (``capture_many``) and written to files;
         every process group gets SIGTERM and, together, up to ``grace`` seconds to end; then the
         sessions are killed by ``$id`` in one chain and what is left gets SIGKILL. Each session
         killed gets an ``output_saved`` event and ``event`` (default: ``lingering_cleaned`` for a
         project's session, ``session_killed`` for an orphan). Returns the sessions that are gone.
         """
         owned = [r for r in rows if r.session.owner == self.server.owner_tag]
-        saves: list[list[str]] = []
         paths: dict[str, Path] = {}
         for row in owned:
             sid = row.session.session_id
@@ -415,27 +479,34 @@ class Orchestrator:
             ):
                 continue  # another cleaner (daemon, CLI) claimed this session first
             paths[sid] = path
-            buffer = f"tmo-save-{sid.lstrip('$')}"
-            saves += [
-                ["capture-pane", "-J", "-S", "-", "-E", "-", "-b", buffer, "-t", sid],
-                ["save-buffer", "-b", buffer, str(path)],
-                ["delete-buffer", "-b", buffer],
-            ]
         owned = [r for r in owned if r.session.session_id in paths]
-        if saves:
-            self.tmux.run_batched(saves, check=False)
+        saved: set[str] = set()
+        if paths:
+            for sid, text in self.server.capture_many(list(paths)).items():
+                try:
+                    paths[sid].write_text(text)
+                    saved.add(sid)
+                except OSError as exc:
+                    log.warning("scrollback of %s not saved: %s", sid, exc)
         pids = [r.session.pane_pid for r in owned if r.session.pane_pid]
         for pid in pids:
             signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(is_running(p) for p in pids):
             time.sleep(0.01)
-        self.server.kill([r.session for r in owned])
+        # One look at what is left (with hundreds of sessions each listing costs the tmux server
+        # tens of ms, more while it reaps the panes that just ended), kill that, and look again
+        # only if some kill did not go through.
+        left = {s.session_id for s in self.server.list_all()}
+        targets = [r.session for r in owned if r.session.session_id in left]
+        killed_now = self.server.kill(targets, look=False)
         for pid in pids:
             signal_group(pid, signal.SIGKILL)  # whatever of the group is left
         # A session may have ended by itself after SIGTERM: it is gone by our doing all the same
         # (each was claimed above), so what counts is that it no longer exists.
-        alive = {s.session_id for s in self.server.list_all()}
+        alive = left if len(killed_now) < len(targets) else set()
+        if alive:
+            alive = {s.session_id for s in self.server.list_all()}
         killed = [r.session for r in owned if r.session.session_id not in alive]
         gone = {s.session_id for s in killed}
         events: list[tuple[str, Project | None, str | None, str | None]] = []
@@ -443,7 +514,7 @@ class Orchestrator:
             sid = row.session.session_id
             if sid not in gone:
                 continue
-            if paths[sid].exists():
+            if sid in saved:
                 events.append(("output_saved", row.project, row.session.name, str(paths[sid])))
             kind = event or ("lingering_cleaned" if row.project is not None else "session_killed")
             events.append((kind, row.project, row.session.name, row.reason))

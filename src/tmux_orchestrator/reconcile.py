@@ -88,9 +88,12 @@ class Reconciler:
         self.server_restarts: list[float] = []
         self.retry_server_at = 0.0
         self.last_duration = 0.0
+        #: Passes run so far, and whether the last one was skipped because nothing had changed.
+        self.passes = 0
+        self.last_skipped = False
         self.server_was_down = False
         #: The (sessions, running projects, last event) state of the last pass that found nothing.
-        self._settled: tuple[frozenset[tuple[str, str]], frozenset[int], int] | None = None
+        self._settled: tuple[str, frozenset[int], int] | None = None
 
     @property
     def orch(self) -> Orchestrator:
@@ -194,21 +197,24 @@ class Reconciler:
     def run(self) -> None:
         """One reconcile pass."""
         started = time.perf_counter()
+        # With a thousand sessions a full pass costs tens of ms; when neither tmux nor the queue
+        # changed since a pass that found nothing to do, there is nothing to find. The listing is
+        # compared as text, and parsed only when it changed (this runs every 2 s on an idle daemon).
         try:
-            alive, owned = self._list()
+            alive, fingerprint = self.daemon.server.fingerprint()
         except TmuxError as exc:
             log.warning("reconcile skipped: tmux did not answer (%s)", exc)
             return
         if not alive:
             self._server_lost()
             return
-        # With a thousand sessions a full pass costs tens of ms; when neither tmux nor the queue
-        # changed since a pass that found nothing to do, there is nothing to find.
-        state = (frozenset((s.session_id, s.name) for s in owned), frozenset(self.daemon.running),
-                 self.daemon.store.last_event_id())
+        state = (fingerprint, frozenset(self.daemon.running), self.daemon.store.last_event_id())
         if state == self._settled:
             self.last_duration = time.perf_counter() - started
+            self.last_skipped = True
+            self.passes += 1
             return
+        owned = self.daemon.server.owned_in(fingerprint)
         by_name = {s.name: s for s in owned}
         pending = self._check_running(by_name)
         pending = self._check_sessions(owned) or pending
@@ -217,6 +223,8 @@ class Reconciler:
             pending = True
         self._settled = None if pending else state
         self.last_duration = time.perf_counter() - started
+        self.last_skipped = False
+        self.passes += 1
 
     def _check_running(self, by_name: dict[str, SessionInfo]) -> bool:
         """Finish or lose running projects whose session is gone; True if any was missing."""

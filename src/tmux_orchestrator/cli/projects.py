@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -18,8 +22,9 @@ from tmux_orchestrator.cli.app import (
     project_id_from_env,
 )
 from tmux_orchestrator.durations import format_duration, parse_duration
-from tmux_orchestrator.errors import OrchestratorError
+from tmux_orchestrator.errors import InvalidBatch, OrchestratorError, UsageError
 from tmux_orchestrator.project import Project, ProjectStatus
+from tmux_orchestrator.store.sqlite import iso_time
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -61,13 +66,38 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
               help="Automatic retries after a failure (exponential backoff).")
 @click.option("--retry-delay", type=DURATION, default=0.0, help="Delay before the first retry, e.g. 30s.")
+@click.option("--from-file", "from_file", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Queue one project per line of FILE ('-': stdin), a command line or a JSON object; "
+                   "every line is checked before any is queued. The other options are defaults.")
 @json_option
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, required=False, type=click.UNPROCESSED)
 @pass_context
 def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str | None,
         env_pairs: tuple[str, ...], timeout: float | None, idle_timeout: float | None,
-        max_retries: int, retry_delay: float, as_json: bool, command: tuple[str, ...]) -> None:
-    """Queue a project: `tmo add [OPTIONS] -- COMMAND [ARG]...`; prints its id."""
+        max_retries: int, retry_delay: float, from_file: str | None, as_json: bool,
+        command: tuple[str, ...]) -> None:
+    """Queue a project: `tmo add [OPTIONS] -- COMMAND [ARG]...`; prints its id.
+
+    With `--from-file FILE`, queue one project per line of FILE in one transaction and print their
+    ids. A line is either a command (split into words like a shell does, but never run by one) or a
+    JSON object with the keys command (list of words, or a string), name, priority, dir, spec, env
+    (object), timeout, idle_timeout, max_retries and retry_delay (durations: seconds or e.g. "30s").
+    Empty lines and lines starting with # are skipped. If any line is invalid, nothing is queued.
+    """
+    if from_file is not None:
+        if command:
+            raise click.UsageError("give either --from-file FILE or a command after `--`, not both",
+                                   ctx=click.get_current_context())
+        defaults: dict[str, Any] = {
+            "name": name, "priority": priority, "project_path": directory, "spec_path": spec,
+            "env": _parse_env(env_pairs), "timeout": timeout, "idle_timeout": idle_timeout,
+            "max_retries": max_retries, "retry_delay": retry_delay,
+        }
+        _add_from_file(ctx, from_file, defaults, as_json)
+        return
+    if not command:
+        raise click.UsageError("Missing argument 'COMMAND...'.", ctx=click.get_current_context())
     project = ctx.orch.enqueue(
         list(command), name=name, priority=priority, project_path=directory, spec_path=spec,
         env=_parse_env(env_pairs), timeout=timeout, idle_timeout=idle_timeout,
@@ -77,6 +107,102 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
         print_json(project.to_dict())
     else:
         click.echo(project.id)
+
+
+#: Keys of a JSON line of ``tmo add --from-file``, and the ``enqueue`` argument each one sets.
+_BATCH_KEYS = {
+    "command": "command", "name": "name", "priority": "priority", "dir": "project_path",
+    "spec": "spec_path", "env": "env", "timeout": "timeout", "idle_timeout": "idle_timeout",
+    "max_retries": "max_retries", "retry_delay": "retry_delay",
+}
+
+
+def _batch_item(text: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """One line of ``--from-file`` as ``enqueue`` keyword arguments; ValueError says what is wrong."""
+    item = dict(defaults)
+    if not text.startswith("{"):
+        item["command"] = shlex.split(text)  # ValueError on an unclosed quote
+        return item
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ValueError("a JSON line must be an object")
+    unknown = sorted(set(data) - set(_BATCH_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(_BATCH_KEYS)}")
+    for key, value in data.items():
+        if key == "command":
+            if isinstance(value, str):
+                value = shlex.split(value)
+            if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+                raise ValueError("command must be a list of strings or a command line")
+        elif key in ("name", "dir", "spec"):
+            if not isinstance(value, str) and not (value is None and key != "name"):
+                raise ValueError(f"{key} must be a string")
+        elif key in ("priority", "max_retries"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be a whole number")
+        elif key == "env":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError('env must be an object of strings, e.g. {"K": "V"}')
+            value = {**defaults.get("env", {}), **value}
+        elif value is not None or key == "retry_delay":  # durations: seconds or "30s", "5m", ...
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError(f"{key} must be a duration: seconds, or e.g. \"30s\", \"5m\"")
+            value = parse_duration(str(value))
+        item[_BATCH_KEYS[key]] = value
+    if "command" not in data:
+        raise ValueError("missing command")
+    return item
+
+
+def _add_from_file(ctx: Context, path: str, defaults: dict[str, Any], as_json: bool) -> None:
+    """``tmo add --from-file``: check every line, then queue them all in one transaction."""
+    label = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {label}: {exc}") from None
+    items: list[dict[str, Any]] = []
+    lines: list[int] = []
+    errors: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            items.append(_batch_item(stripped, defaults))
+            lines.append(number)
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+    if not errors and not items:
+        raise UsageError(f"{label} holds no project to queue (one command or JSON object per line)")
+    if errors:  # still check the lines that parsed, so one run reports every bad line
+        for number, item in zip(lines, items, strict=True):
+            try:
+                ctx.orch.new_project(**item)
+            except (OrchestratorError, TypeError, ValueError) as exc:
+                errors.append((number, str(exc)))
+        errors.sort()
+    else:
+        try:
+            projects = ctx.orch.enqueue_many(items)
+        except InvalidBatch as exc:  # positions among the items -> line numbers of the file
+            errors = [(lines[position - 1], message) for position, message in exc.errors]
+    if errors:
+        shown = "; ".join(f"line {n}: {message}" for n, message in errors[:20])
+        more = f"; ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise UsageError(f"{label}: {len(errors)} invalid line(s), nothing queued: {shown}{more}")
+    if as_json:
+        print_json([p.to_dict() for p in projects])
+    else:
+        click.echo("\n".join(str(p.id) for p in projects))
 
 
 def _age(when: datetime | None) -> str:
@@ -93,11 +219,15 @@ def _runtime(project: Project) -> str:
 
 
 def _outcome(project: Project) -> str:
-    if project.outcome is None:
+    return _outcome_text(project.outcome.value if project.outcome else None, project.exit_code)
+
+
+def _outcome_text(outcome: str | None, exit_code: int | None) -> str:
+    if outcome is None:
         return ""
-    if project.exit_code is not None and project.outcome.value in ("exited", "signal"):
-        return f"{project.outcome.value}({project.exit_code})"
-    return project.outcome.value
+    if exit_code is not None and outcome in ("exited", "signal"):
+        return f"{outcome}({exit_code})"
+    return outcome
 
 
 LIST_FIELDS = (
@@ -119,16 +249,31 @@ def _fields(data: dict[str, object]) -> dict[str, object]:
 @pass_context
 def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: bool) -> None:
     """List projects: running first, then queued by priority, then the most recently ended."""
-    projects = ctx.orch.store.list_projects([ProjectStatus(s) for s in statuses] or None, limit)
+    # Only the columns shown, as plain tuples, with times converted as text (iso_time) or in SQL
+    # (age_s, runtime_s): building a Project per row made `tmo list` at 10,000 rows twice as slow.
+    wanted = [ProjectStatus(s) for s in statuses] or None
     if as_json:
-        print_json([_fields(p.to_dict()) for p in projects])
+        rows = ctx.store.list_columns(list(LIST_FIELDS), wanted, limit)
+        times = [LIST_FIELDS.index(k) for k in ("enqueued_at", "started_at", "completed_at")]
+        command = LIST_FIELDS.index("command")
+        out = []
+        for row in rows:
+            values = list(row)
+            for i in times:
+                values[i] = iso_time(values[i])
+            values[command] = json.loads(values[command])
+            out.append(dict(zip(LIST_FIELDS, values, strict=True)))
+        print_json(out)
         return
     print_table(
         ["ID", "STATUS", "OUTCOME", "PRI", "NAME", "SESSION", "RUNTIME", "QUEUED"],
         [
-            [p.id, p.status.value, _outcome(p), p.priority, p.name, p.session_name or "",
-             _runtime(p), _age(p.enqueued_at) + " ago"]
-            for p in projects
+            [pid, status, _outcome_text(outcome, exit_code), priority, name, session or "",
+             "" if runtime is None else format_duration(runtime),
+             "" if age is None else format_duration(age) + " ago"]
+            for pid, status, outcome, exit_code, priority, name, session, runtime, age in
+            ctx.store.list_columns(["id", "status", "outcome", "exit_code", "priority", "name",
+                                    "session_name", "runtime_s", "age_s"], wanted, limit)
         ],
     )
 

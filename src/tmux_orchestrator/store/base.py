@@ -58,6 +58,9 @@ class Store(Protocol):
     def enqueue(self, new: NewProject, *, source: str) -> Project:
         """Insert a queued project and return it."""
 
+    def enqueue_many(self, news: list[NewProject], *, source: str) -> list[Project]:
+        """Insert many queued projects in one transaction (all or none); return them in order."""
+
     def get(self, project_id: int) -> Project:
         """The project with ``project_id``; raises ``ProjectNotFound``."""
 

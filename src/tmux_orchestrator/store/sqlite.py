@@ -45,6 +45,26 @@ _ORDER = (
 )
 
 
+#: Queue order as one query per group of statuses (running, queued, ended), concatenated. Each
+#: walks the index ``project_queue_claim`` or the rowid in order, where a single ORDER BY over CASE
+#: expressions had to sort every row: ``tmo list`` at 10,000 rows is on the interactive path.
+#: The result is the order of ``_ORDER``.
+_QUEUE_GROUPS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("processing",), "ORDER BY priority DESC, enqueued_at, id"),
+    (("queued",), "ORDER BY priority DESC, enqueued_at, id"),
+    (("completed", "failed", "cancelled"), "ORDER BY id DESC"),
+)
+#: What :meth:`SqliteStore.list_columns` may select: the table's columns and two computed ones.
+_LISTABLE = {
+    **{name: name for name in _PROJECT_COLUMNS.split(", ")},
+    # seconds since the project was queued (julianday parses every timestamp form SQLite knows)
+    "age_s": "(julianday(:now) - julianday(enqueued_at)) * 86400.0",
+    # seconds it ran (until now while it runs); NULL before it started
+    "runtime_s": "CASE WHEN started_at IS NOT NULL THEN max(0.0, (julianday(coalesce(completed_at, :now)) "
+                 "- julianday(started_at)) * 86400.0) END",
+}
+
+
 def now_text() -> str:
     """The current UTC time in the format of every timestamp column."""
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -63,6 +83,24 @@ def parse_time(text: str | None) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def iso_time(text: str | None) -> str | None:
+    """A timestamp column as ``parse_time(text).isoformat()`` gives it; fast for the usual form.
+
+    ``tmo list --json`` converts three timestamps per row: doing it on the text, not through a
+    datetime, halves its time at 10,000 rows. Text that does not parse is returned as it is.
+    """
+    if not text:
+        return None
+    if (len(text) == 26 and text[10] == " " and text[19] == "." and text[20:].isdigit()
+            and text[20:] != "000000" and text[:4].isdigit()):
+        return f"{text[:10]}T{text[11:]}+00:00"
+    try:
+        value = parse_time(text)
+    except ValueError:
+        return text
+    return value.isoformat() if value else None
 
 
 def _row_to_project(row: sqlite3.Row) -> Project:
@@ -162,9 +200,13 @@ class SqliteStore:
                 f"tmux-orchestrator supports ({SCHEMA_VERSION}); upgrade tmux-orchestrator"
             )
         if version == 0 and self._has_foreign_tables(conn):
-            raise StoreError(
-                f"{self.path} holds tables of another program; point TMO_DATABASE_URL at a new file"
-            )
+            # Another tmo may have created the schema between the two reads (each statement is
+            # its own snapshot): its tables and user_version commit together, so read it again.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                raise StoreError(
+                    f"{self.path} holds tables of another program; point TMO_DATABASE_URL at a new file"
+                )
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if mode != "wal":
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
@@ -264,6 +306,38 @@ class SqliteStore:
                 )
         return self.get(project_id)
 
+    def enqueue_many(self, news: list[NewProject], *, source: str) -> list[Project]:
+        """Insert many queued projects in one transaction (all or none); return them in order.
+
+        One ``BEGIN IMMEDIATE`` for the whole batch: 10,000 projects take a fraction of a second
+        instead of one commit each, and a reader never sees half a batch.
+        """
+        ids: list[int] = []
+        now = now_text()
+        with self._write() as conn:
+            for new in news:
+                cur = conn.execute(
+                    "INSERT INTO project_queue (name, priority, command, env, project_path, spec_path, "
+                    "max_retries, retry_delay, timeout, idle_timeout, enqueued_at, changed_by) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new.name, new.priority, json.dumps(new.command), json.dumps(new.env),
+                     new.project_path, new.spec_path, new.max_retries, new.retry_delay, new.timeout,
+                     new.idle_timeout, now, source),
+                )
+                project_id = int(cur.lastrowid or 0)
+                ids.append(project_id)
+                if not new.name:
+                    conn.execute("UPDATE project_queue SET name = ? WHERE id = ?",
+                                 (f"project-{project_id}", project_id))
+        if not ids:
+            return []
+        by_id = {
+            r[0]: _row_to_project(r)
+            for r in self._read(f"SELECT {_PROJECT_COLUMNS} FROM project_queue WHERE id BETWEEN ? AND ?",
+                                (min(ids), max(ids)))
+        }
+        return [by_id[i] for i in ids if i in by_id]
+
     def get(self, project_id: int) -> Project:
         """The project with ``project_id``; raises ``ProjectNotFound``."""
         if not 0 < project_id < 2**63:
@@ -277,16 +351,59 @@ class SqliteStore:
         self, statuses: list[ProjectStatus] | None = None, limit: int | None = None
     ) -> list[Project]:
         """Projects in queue order: running, then queued by priority and age, then newest ended."""
-        sql = f"SELECT {_PROJECT_COLUMNS} FROM project_queue"
-        params: list[Any] = []
-        if statuses:
-            sql += f" WHERE status IN ({', '.join('?' for _ in statuses)})"
-            params.extend(s.value for s in statuses)
-        sql += " " + _ORDER
-        if limit:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_row_to_project(r) for r in self._read(sql, tuple(params))]
+        return [_row_to_project(r) for r in self._select_in_order(_PROJECT_COLUMNS, statuses, limit)]
+
+    def list_columns(
+        self, columns: list[str], statuses: list[ProjectStatus] | None = None, limit: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Some columns of the projects, in queue order, as plain tuples (``tmo list``).
+
+        ``columns`` are column names of ``project_queue`` or the computed ``age_s`` (seconds since
+        queued) and ``runtime_s`` (seconds run, NULL if never started). No :class:`Project` is
+        built and no timestamp parsed: at 10,000 rows that is most of the time of ``list_projects``.
+        """
+        unknown = [c for c in columns if c not in _LISTABLE]
+        if unknown:
+            raise ValueError(f"not a listable column: {', '.join(unknown)}")
+        return [tuple(r) for r in self._select_in_order(", ".join(_LISTABLE[c] for c in columns),
+                                                        statuses, limit)]
+
+    def _select_in_order(
+        self, columns: str, statuses: list[ProjectStatus] | None, limit: int | None
+    ) -> list[sqlite3.Row]:
+        """``SELECT columns`` of the projects with ``statuses`` (all if None), in queue order."""
+        wanted = {s.value for s in statuses} if statuses else None
+        now = now_text()
+
+        def select() -> list[sqlite3.Row]:
+            out: list[sqlite3.Row] = []
+            for group, order in _QUEUE_GROUPS:
+                chosen = [s for s in group if wanted is None or s in wanted]
+                left = None if not limit else limit - len(out)
+                if not chosen or (left is not None and left <= 0):
+                    continue
+                params: dict[str, Any] = {"now": now, "limit": -1 if left is None else left}
+                params.update({f"s{n}": status for n, status in enumerate(chosen)})
+                marks = ", ".join(f":s{n}" for n in range(len(chosen)))
+                out += self._conn.execute(
+                    f"SELECT {columns} FROM project_queue WHERE status IN ({marks}) {order} LIMIT :limit",
+                    params,
+                ).fetchall()
+            return out
+
+        def in_snapshot() -> list[sqlite3.Row]:
+            # One read transaction, so the groups come from the same snapshot (WAL): a project
+            # claimed between two of the queries is neither listed twice nor missed.
+            if self._conn.in_transaction:
+                return select()
+            self._conn.execute("BEGIN")
+            try:
+                return select()
+            finally:
+                self._conn.execute("COMMIT")
+
+        with self._lock:
+            return self._retry(in_snapshot)
 
     def claim_next(self, *, host: str, max_processing: int) -> Project | None:
         """Move the next runnable queued project to ``processing`` (one writer at a time)."""

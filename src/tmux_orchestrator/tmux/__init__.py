@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from tmux_orchestrator.tmux.client import Tmux, check_tmux
-from tmux_orchestrator.tmux.server import KEEPER, OrchestratorServer, SessionInfo, StartedSession
+from tmux_orchestrator.tmux.server import (
+    KEEPER,
+    OrchestratorServer,
+    SessionInfo,
+    SessionSpec,
+    StartedSession,
+)
 from tmux_orchestrator.tmux.sessions import TmuxSessionManager, signal_group
 
 __all__ = [
     "KEEPER",
     "OrchestratorServer",
     "SessionInfo",
+    "SessionSpec",
     "StartedSession",
     "Tmux",
     "TmuxSessionManager",
