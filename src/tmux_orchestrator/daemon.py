@@ -533,6 +533,7 @@ class Daemon:
     def finish(self, project: Project, exit_code: int) -> Project:
         """Record that ``project``'s command exited with ``exit_code``; its session closes itself."""
         self.running.pop(project.id, None)
+        ended_here = False
         if project.status == ProjectStatus.PROCESSING:
             outcome = outcome_for_exit(exit_code)
             if exit_code == HANGUP_CODE and not self.server.is_running():
@@ -547,23 +548,26 @@ class Daemon:
                     error_message=None if exit_code == 0 else describe_exit(exit_code),
                     expected=ProjectStatus.PROCESSING,
                 )
+                ended_here = True
             except InvalidTransition:
                 project = self.store.get(project.id)
-                self.store.set_exit_code(project.id, exit_code)
-            else:
-                # The command is gone, so the session ends by itself: mark it closed, no kill.
-                self.store.close_session(project.id, project.session_name)
-                log.info(
-                    "project %s %s (%s) in session %s", project.id, project.status.value,
-                    describe_exit(exit_code), project.session_name,
-                    extra={"project_id": project.id, "session_name": project.session_name},
-                )
-        else:
+        if ended_here:
+            # The command is gone, so the session ends by itself: mark it closed, no kill.
+            self.store.close_session(project.id, project.session_name)
+            log.info(
+                "project %s %s (%s) in session %s", project.id, project.status.value,
+                describe_exit(exit_code), project.session_name,
+                extra={"project_id": project.id, "session_name": project.session_name},
+            )
+            if project.status == ProjectStatus.FAILED:
+                self.orch.requeue_after_failure(project)
+        elif project.outcome in (Outcome.TIMEOUT, Outcome.IDLE):
+            # Ended by the daemon for running too long or too quietly: how the command died
+            # (143 = SIGTERM, 137 = SIGKILL) is worth keeping. After a manual end, a cancel or a
+            # marker it would only be the echo of our own kill, so it is not recorded.
             self.store.set_exit_code(project.id, exit_code)
         self.settings.exit_path(project.id, project.attempt).unlink(missing_ok=True)
         (self.settings.run_dir / f"{project.id}-{project.attempt}.sh").unlink(missing_ok=True)
-        if project.status == ProjectStatus.FAILED:
-            self.orch.requeue_after_failure(project)
         return project
 
     def _prune_logs(self) -> None:
