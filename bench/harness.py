@@ -36,6 +36,10 @@ from typing import Any, TypeVar
 from bench.stats import percentile
 from tmux_orchestrator import Orchestrator, load_settings
 from tmux_orchestrator.config import Settings
+from tmux_orchestrator.processes import is_running
+
+#: The product's own zombie-aware check: one definition for product, tests and bench.
+pid_alive = is_running
 
 T = TypeVar("T")
 
@@ -114,24 +118,6 @@ def time_process(argv: list[str], *, env: dict[str, str], runs: int = 5, warmup:
         "exit_codes": sorted(codes),
         "samples_wall_ms": [round(w, 1) for w in walls],
     }
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (nobody reaps orphans on some machines) counts as ended."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -10,11 +10,15 @@ from typing import Any
 
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.orchestrator import Orchestrator
+from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.store.base import Event
 from tmux_orchestrator.store.sqlite import SqliteStore
 from tmux_orchestrator.testing import DaemonThread, retry_until
 from tmux_orchestrator.tmux.server import SessionInfo, StartedSession
+
+#: The product's own zombie-aware check: one definition for product, tests and bench.
+pid_alive = is_running
 
 
 def db_path(settings: Settings) -> Path:
@@ -128,15 +132,6 @@ def start_project_session(orch: Orchestrator, project: Project, cwd: Path,
     orch.store.record_session(project.id, session_id=started.session_id, window_id=started.window_id,
                               pane_pid=started.pane_pid)
     return started
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 def wait_reconcile_passes(daemon: DaemonThread, passes: int = 2, timeout: float = 10.0) -> None:
