@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -129,9 +130,23 @@ class Settings:
         """Complete output of a project (every attempt appended)."""
         return self.logs_dir / f"{project_id}.log"
 
-    def scrollback_path(self, project_id: int) -> Path:
-        """Scrollback saved just before a project's session was killed."""
-        return self.logs_dir / f"{project_id}.scrollback.txt"
+    def scrollback_path(self, project_id: int, attempt: int) -> Path:
+        """Scrollback of one attempt, saved just before its session was killed."""
+        return self.logs_dir / f"{project_id}-{attempt}.scrollback.txt"
+
+    def started_path(self, project_id: int, attempt: int) -> Path:
+        """Left by the wrapper when an attempt's command starts: it ran, even if unrecorded."""
+        return self.run_dir / f"{project_id}-{attempt}.started"
+
+    @property
+    def host(self) -> str:
+        """This machine's name in the queue: ``TMO_HOST``, else the hostname."""
+        return os.environ.get("TMO_HOST") or socket.gethostname()
+
+    @property
+    def runner(self) -> str:
+        """Which daemon runs a project: this host and this home (each home has its own server)."""
+        return f"{self.host}:{self.home_key}"
 
     def exit_path(self, project_id: int, attempt: int) -> Path:
         """Where the wrapper leaves the exit code of an attempt (read after a daemon restart)."""

@@ -131,6 +131,8 @@ class Channel(threading.Thread):
         self.cursor_key = cursor_key
         self.kinds = None if "*" in kinds else sorted(kinds)
         self.cursor = 0
+        #: The event being delivered (for the give-up rule of :meth:`run`).
+        self.current: int | None = None
         self._saved = -1
         self._saved_at = 0.0
 
@@ -149,27 +151,58 @@ class Channel(threading.Thread):
         raise NotImplementedError
 
     def run(self) -> None:
-        try:
-            stored = self.store.get_setting(self.cursor_key)
-            if stored is not None and stored.isdigit():
-                self.cursor = int(stored)
-            else:
-                self.cursor = self.dispatcher.start_id
-                self._save(force=True)
-            generation = -1
-            while True:
-                stopping = self.dispatcher.stopping.is_set()
-                self._catch_up()
-                if stopping:
-                    break
-                generation = self.dispatcher.wait_change(generation)
-        except (OrchestratorError, OSError) as exc:
-            log.error("%s %s stopped delivering: %s", self.channel, self.label, exc)
-        except Exception as exc:  # a delivery thread must report, not vanish
-            log.exception("%s %s stopped delivering: %s", self.channel, self.label, exc)
-        finally:
-            with contextlib.suppress(Exception):
-                self._save(force=True)
+        """Deliver until the daemon stops; an error never ends the channel for good.
+
+        A database error (a full disk, a lock) is waited out with backoff. An event whose delivery
+        raises the same unexpected error three times in a row is given up with a ``*_failed``
+        event, so one bad event cannot stop every later one.
+        """
+        failures = 0
+        failed_at: int | None = None
+        while True:
+            try:
+                self._deliver_all()
+                return
+            except Exception as exc:
+                expected = isinstance(exc, (OrchestratorError, OSError))
+                current = self.current
+                failures = failures + 1 if current == failed_at else 1
+                failed_at = current
+                delay = min(60.0, 2.0 ** (failures - 1))
+                log.error("%s %s: delivery failed (%s); going on in %.0fs", self.channel, self.label,
+                          exc, delay, exc_info=None if expected else exc)
+                if current is not None and failures >= 3 and not expected:
+                    self._give_up(current, f"{type(exc).__name__}: {exc}")
+                    failures, failed_at = 0, None
+                if self.dispatcher.stopping.wait(delay):
+                    return
+            finally:
+                with contextlib.suppress(Exception):
+                    self._save(force=True)
+
+    def _deliver_all(self) -> None:
+        stored = self.store.get_setting(self.cursor_key)
+        if stored is not None and stored.isdigit():
+            self.cursor = int(stored)
+        elif not self.cursor:
+            self.cursor = self.dispatcher.start_id
+            self._save(force=True)
+        generation = -1
+        while True:
+            stopping = self.dispatcher.stopping.is_set()
+            self._catch_up()
+            if stopping:
+                break
+            generation = self.dispatcher.wait_change(generation)
+
+    def _give_up(self, event_id: int, error: str) -> None:
+        """Skip event ``event_id`` for good, saying so."""
+        for event in self.store.events_after(event_id - 1, limit=1):
+            if event.id == event_id:
+                self.failed(event, f"gave up: {error}")
+        self.cursor = max(self.cursor, event_id)
+        self.current = None
+        self._save(force=True)
 
     def _catch_up(self) -> None:
         while not self.dispatcher.aborting():
@@ -179,8 +212,10 @@ class Channel(threading.Thread):
                 if self.dispatcher.aborting():
                     return
                 if self.wants(event):
+                    self.current = event.id
                     if not self.deliver(event):
                         return
+                    self.current = None
                     self.cursor = event.id
                     self._save(force=True)
                 else:
@@ -426,30 +461,39 @@ class Dispatcher:
 
     # -- the poller --------------------------------------------------------------------------
     def _poll(self) -> None:
+        """Wake the channels and feed the metrics; errors are logged and waited out, never fatal."""
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                self._poll_until_stopped()
+                return
+            except Exception as exc:
+                failures += 1
+                delay = min(60.0, 2.0 ** (failures - 1))
+                log.error("event dispatcher failed (%s); going on in %.0fs", exc, delay,
+                          exc_info=None if isinstance(exc, (OrchestratorError, OSError)) else exc)
+                self.stopping.wait(delay)
+
+    def _poll_until_stopped(self) -> None:
         interval = self.settings.db_poll_interval if self.channels else max(
             0.1, self.settings.db_poll_interval)
         token = -1
         next_save = 0.0
-        try:
-            while True:
-                current = self.store.changes_token()
-                if current != token or self._dirty.is_set():
-                    token = current
-                    self._dirty.clear()
-                    self._bump()
-                    self._feed_metrics()
-                if time.monotonic() >= next_save or self.stopping.is_set():
-                    samples = self.metrics.take_samples()
-                    if samples:
-                        write_end_detection(self.store, samples)
-                    next_save = time.monotonic() + 0.5
-                if self.stopping.is_set():
-                    return
-                self.stopping.wait(interval)
-        except (OrchestratorError, OSError) as exc:
-            log.error("event dispatcher stopped: %s", exc)
-        except Exception as exc:  # report, never take the daemon down
-            log.exception("event dispatcher stopped: %s", exc)
+        while True:
+            current = self.store.changes_token()
+            if current != token or self._dirty.is_set():
+                token = current
+                self._dirty.clear()
+                self._bump()
+                self._feed_metrics()
+            if time.monotonic() >= next_save or self.stopping.is_set():
+                samples = self.metrics.take_samples()
+                if samples:
+                    write_end_detection(self.store, samples)
+                next_save = time.monotonic() + 0.5
+            if self.stopping.is_set():
+                return
+            self.stopping.wait(interval)
 
     def _feed_metrics(self) -> None:
         while True:

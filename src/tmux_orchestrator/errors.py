@@ -82,6 +82,14 @@ class DaemonAlreadyRunning(DaemonError):
         self.pid = pid
 
 
+class DatabaseInUse(DaemonError):
+    """Another daemon (another home on this host) already runs the queue of this database."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class TmuxError(OrchestratorError):
     """A tmux command failed."""
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
-import time
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tmux_orchestrator.cleanup import Cleaner, Target
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.errors import (
     InvalidBatch,
@@ -25,54 +23,21 @@ from tmux_orchestrator.errors import (
     TmuxError,
     UsageError,
 )
-from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
+from tmux_orchestrator.reconcile import SessionRow, classify, find_session, is_ours
+from tmux_orchestrator.retries import MAX_RETRY_DELAY, RETRYABLE, requeue_after_failure
 from tmux_orchestrator.store import NewProject, open_store
 from tmux_orchestrator.tmux import (
     OrchestratorServer,
     SessionInfo,
     Tmux,
     TmuxSessionManager,
-    signal_group,
 )
 from tmux_orchestrator.wrapper import is_env_name
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class SessionRow:
-    """An owned session, its project, and what it is to the queue."""
-
-    session: SessionInfo
-    #: ``running``, ``lingering`` or ``orphaned``.
-    state: str
-    project: Project | None
-    reason: str
-
-    @property
-    def project_id(self) -> int | None:
-        """Id of the session's project, if it has one."""
-        return self.project.id if self.project else None
-
-    @property
-    def project_status(self) -> str | None:
-        """Status of the session's project, if it has one."""
-        return self.project.status.value if self.project else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "session_name": self.session.name,
-            "session_id": self.session.session_id,
-            "pane_pid": self.session.pane_pid,
-            "created": self.session.created,
-            "attached": self.session.attached,
-            "project_id": self.project_id,
-            "project_status": self.project_status,
-            "state": self.state,
-            "reason": self.reason,
-        }
+__all__ = ["MAX_RETRY_DELAY", "RETRYABLE", "Orchestrator", "SessionRow", "TmuxOrchestratorScheduler"]
 
 
 #: The keyword arguments of :meth:`Orchestrator.enqueue`, which ``enqueue_many`` items may hold.
@@ -80,12 +45,6 @@ _ENQUEUE_KEYS = frozenset({
     "command", "name", "priority", "project_path", "spec_path", "env", "max_retries", "retry_delay",
     "timeout", "idle_timeout",
 })
-#: Outcomes after which a project's retry policy applies (a human's ``fail`` or ``cancel`` is final).
-RETRYABLE = frozenset(
-    {Outcome.EXITED, Outcome.SIGNAL, Outcome.TIMEOUT, Outcome.IDLE, Outcome.LOST, Outcome.SPAWN_ERROR}
-)
-#: Longest delay between automatic retries, whatever the backoff says.
-MAX_RETRY_DELAY = 3600.0
 
 
 class Orchestrator:
@@ -105,11 +64,13 @@ class Orchestrator:
         self.tmux = Tmux(self.settings.socket_path)
         self.server = OrchestratorServer(self.tmux, self.settings.owner_tag)
         #: Session operations restricted to sessions this orchestrator owns.
-        self.tmux_manager = TmuxSessionManager(self.server)
+        self.tmux_manager = TmuxSessionManager(self.server, self._stop_sessions)
         #: Recorded as the source of every change made through this object: ``api`` by default,
         #: ``hook`` inside a hook (``TMO_HOOK=1``), so hooks never fire on their own changes.
         self.source = source or ("hook" if os.environ.get("TMO_HOOK") == "1" else "api")
-        self.host = socket.gethostname()
+        self.host = self.settings.host
+        #: The one clean-up engine (:mod:`tmux_orchestrator.cleanup`).
+        self.cleaner = Cleaner(self.store, self.server, self.settings, source=self.source)
 
     def close(self) -> None:
         """Release the database connection."""
@@ -202,6 +163,12 @@ class Orchestrator:
         argv = [str(a) for a in command]
         if not argv or not argv[0].strip():
             raise UsageError("missing command: give it after `--`, e.g. tmo add -- claude -p spec.md")
+        for number, word in enumerate(argv, start=1):
+            try:
+                word.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError(f"argument {number} of the command is not valid UTF-8; "
+                                 "pass text, or write the bytes in a script and run that") from None
         directory = Path(project_path).expanduser() if project_path else Path.cwd()
         if not directory.is_dir():
             raise UsageError(f"directory {directory} does not exist; pass an existing --dir")
@@ -252,11 +219,12 @@ class Orchestrator:
         """Claim the next queued project (status becomes ``processing``); None if none is due.
 
         Lingering sessions are cleaned first (pre-dequeue cleanup), and the daemon's concurrency
-        limit is respected. The caller is responsible for starting the claimed project.
+        limit is respected: a slot counts as taken until the session of the project that held it
+        is confirmed gone. The caller is responsible for starting the claimed project.
         """
         self.cleanup_lingering()
         limit = int(self.store.get_setting("concurrency", "1") or 1)
-        return self.store.claim_next(host=self.host, max_processing=limit)
+        return self.store.claim_next(host=self.host, max_processing=limit, runner=self.settings.runner)
 
     # -- ending projects ---------------------------------------------------------------------
     def mark_project_complete(
@@ -288,7 +256,7 @@ class Orchestrator:
                 project = self.store.get(project_id)  # ended meanwhile by someone else
         elif project.status == ProjectStatus.QUEUED:
             raise InvalidTransition(
-                project_id, "queued", "completed" if success else "failed (use `tmo cancel`)"
+                project_id, "queued", "completed" if success else "failed (cancel a queued project)"
             )
         self.cleanup_session(project, reason="completed" if success else "failed")
         self.poke_daemon()
@@ -300,228 +268,10 @@ class Orchestrator:
 
     def cancel(self, project_id: int) -> Project:
         """Cancel a queued or running project; a running one's session is saved and killed."""
-        project = self.store.get(project_id)
-        if project.status not in (ProjectStatus.QUEUED, ProjectStatus.PROCESSING):
-            raise InvalidTransition(project_id, project.status.value, "cancelled")
-        project = self.store.transition(
-            project_id,
-            ProjectStatus.CANCELLED,
-            source=self.source,
-            outcome=Outcome.CANCELLED,
-            error_message="cancelled",
-        )
-        self.cleanup_session(project, reason="cancelled")
-        self.poke_daemon()
-        return project
-
-    def retry(self, project_id: int) -> Project:
-        """Queue an ended project again (``tmo retry``); counts as a retry."""
-        project = self.store.get(project_id)
-        if not project.is_terminal:
-            raise InvalidTransition(
-                project_id, project.status.value, "queued (only ended projects can be retried)"
-            )
-        self.cleanup_session(project, reason="retried")
-        self.store.count_retry(project_id)
-        project = self.store.transition(project_id, ProjectStatus.QUEUED, source=self.source)
-        self.poke_daemon()
-        return project
-
-    def requeue_after_failure(self, project: Project) -> Project:
-        """Apply ``project``'s retry policy after an automatic failure; returns the new state."""
-        if (
-            project.status != ProjectStatus.FAILED
-            or project.outcome not in RETRYABLE
-            or project.retry_count >= project.max_retries
-        ):
-            return project
-        delay = min(project.retry_delay * (2**project.retry_count), max(project.retry_delay, MAX_RETRY_DELAY))
-        not_before = datetime.now(UTC) + timedelta(seconds=delay) if delay > 0 else None
-        self.store.count_retry(project.id)
-        try:
-            project = self.store.transition(
-                project.id,
-                ProjectStatus.QUEUED,
-                source=self.source,
-                not_before=not_before,
-                expected=ProjectStatus.FAILED,
-            )
-        except InvalidTransition:
-            return self.store.get(project.id)
-        log.info(
-            "project %s will be retried (%s of %s) in %.0fs",
-            project.id, project.retry_count, project.max_retries, delay,
-            extra={"project_id": project.id, "session_name": project.session_name},
-        )
-        return project
-
-    def remove(self, project_id: int) -> Project:
-        """Delete an ended or queued project from the queue (its events and logs stay)."""
-        project = self.store.get(project_id)
-        if project.status == ProjectStatus.PROCESSING:
-            raise InvalidTransition(project_id, "processing", "removed (cancel it first)")
-        self.cleanup_session(project, reason="removed")
-        return self.store.remove(project_id, source=self.source)
-
-    # -- sessions ----------------------------------------------------------------------------
-    def session_of(self, project: Project) -> SessionInfo | None:
-        """The live owned session of ``project``'s current attempt, if any."""
-        if not project.session_name:
-            return None
-        for session in self.server.list_owned():
-            if session.session_id == project.session_id or session.name == project.session_name:
-                return session
-        return None
-
-    def cleanup_session(self, project: Project, *, reason: str, grace: float | None = None) -> bool:
-        """Save the output of ``project``'s session, then kill it: exactly once, whoever calls.
-
-        The first caller to mark the session closed in the database does the work; everyone else
-        returns False. The process group gets SIGTERM, up to ``grace`` seconds to end, then SIGKILL.
-        """
-        if not project.session_name or not self.store.close_session(project.id, project.session_name):
-            return False
-        try:
-            session = self.session_of(project)
-        except TmuxError as exc:
-            log.warning("project %s: cannot list sessions (%s); reconcile will retry", project.id, exc,
-                        extra={"project_id": project.id, "session_name": project.session_name})
-            return False
-        if session is None:
-            return False
-        self.kill_project_session(project, session, reason=reason, grace=grace)
-        return True
-
-    def kill_project_session(
-        self, project: Project, session: SessionInfo, *, reason: str, grace: float | None = None,
-        event: str = "session_killed",
-    ) -> None:
-        """Backup, SIGTERM the group, wait up to ``grace``, SIGKILL, kill the session, log events.
-
-        When the caller runs inside that very session (an agent running ``tmo complete``), the work
-        is done by a forked child in a new process session, so the SIGTERM and SIGHUP meant for the
-        project do not cut the clean-up short.
-        """
-        if session.pane_pid and _in_session_of(session.pane_pid):
-            child = os.fork()
-            if child == 0:  # pragma: no cover - runs in the detached child
-                code = 0
-                try:
-                    os.setsid()
-                    self._kill_project_session(project, session, reason=reason, grace=grace, event=event)
-                except BaseException:  # noqa: BLE001 - nothing to report to from here
-                    code = 1
-                finally:
-                    os._exit(code)
-            os.waitpid(child, 0)
-            return
-        self._kill_project_session(project, session, reason=reason, grace=grace, event=event)
-
-    def _kill_project_session(
-        self, project: Project, session: SessionInfo, *, reason: str, grace: float | None, event: str
-    ) -> None:
-        self.save_scrollback(project, session)
-        pgid = session.pane_pid
-        grace = self.settings.kill_grace if grace is None else grace
-        if signal_group(pgid, signal.SIGTERM) and pgid:
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and is_running(pgid):
-                time.sleep(0.005)
-            # SIGKILL whatever is left of the group: the leader if it ignored SIGTERM, or
-            # children it left behind (the group id stays reserved while any member lives).
-            signal_group(pgid, signal.SIGKILL)
-        self.server.kill_one(session)
-        log.info(
-            "killed session %s of project %s (%s)", session.name, project.id, reason,
-            extra={"project_id": project.id, "session_name": session.name},
-        )
-        self.store.append_event(event, source=self.source, project=project, message=reason)
-
-    def save_scrollback(self, project: Project, session: SessionInfo) -> Path | None:
-        """Write the session's whole scrollback next to its pipe log; None if it could not."""
-        path = self.settings.scrollback_path(project.id)
-        try:
-            text = self.server.capture(session.session_id)
-        except TmuxError as exc:
-            log.warning("project %s: scrollback not saved: %s", project.id, exc,
-                        extra={"project_id": project.id, "session_name": session.name})
-            return None
-        path.write_text(text)
-        self.store.append_event(
-            "output_saved", source=self.source, project=project, message=f"{path} ({len(text)} bytes)"
-        )
-        return path
-
-    def kill_sessions_batch(
-        self, rows: Sequence[SessionRow], *, event: str | None = None, grace: float = 0.5
-    ) -> list[SessionInfo]:
-        """Save and kill many owned sessions with a few chained tmux calls.
-
-        Scrollbacks are captured in a few chained calls (``capture_many``) and written to files;
-        every process group gets SIGTERM and, together, up to ``grace`` seconds to end; then the
-        sessions are killed by ``$id`` in one chain and what is left gets SIGKILL. Each session
-        killed gets an ``output_saved`` event and ``event`` (default: ``lingering_cleaned`` for a
-        project's session, ``session_killed`` for an orphan). Returns the sessions that are gone.
-        """
-        owned = [r for r in rows if r.session.owner == self.server.owner_tag]
-        paths: dict[str, Path] = {}
-        for row in owned:
-            sid = row.session.session_id
-            path = (
-                self.settings.scrollback_path(row.project.id) if row.project
-                else self.settings.logs_dir / f"orphan-{row.session.name}.scrollback.txt"
-            )
-            if (
-                row.project is not None
-                and row.project.session_name == row.session.name
-                and row.project.session_closed_at is None
-                and not self.store.close_session(row.project.id, row.session.name)
-            ):
-                continue  # another cleaner (daemon, CLI) claimed this session first
-            paths[sid] = path
-        owned = [r for r in owned if r.session.session_id in paths]
-        saved: set[str] = set()
-        if paths:
-            for sid, text in self.server.capture_many(list(paths)).items():
-                try:
-                    paths[sid].write_text(text)
-                    saved.add(sid)
-                except OSError as exc:
-                    log.warning("scrollback of %s not saved: %s", sid, exc)
-        pids = [r.session.pane_pid for r in owned if r.session.pane_pid]
-        for pid in pids:
-            signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(is_running(p) for p in pids):
-            time.sleep(0.01)
-        # One look at what is left (with hundreds of sessions each listing costs the tmux server
-        # tens of ms, more while it reaps the panes that just ended), kill that, and look again
-        # only if some kill did not go through.
-        left = {s.session_id for s in self.server.list_all()}
-        targets = [r.session for r in owned if r.session.session_id in left]
-        killed_now = self.server.kill(targets, look=False)
-        for pid in pids:
-            signal_group(pid, signal.SIGKILL)  # whatever of the group is left
-        # A session may have ended by itself after SIGTERM: it is gone by our doing all the same
-        # (each was claimed above), so what counts is that it no longer exists.
-        alive = left if len(killed_now) < len(targets) else set()
-        if alive:
-            alive = {s.session_id for s in self.server.list_all()}
-        killed = [r.session for r in owned if r.session.session_id not in alive]
-        gone = {s.session_id for s in killed}
-        events: list[tuple[str, Project | None, str | None, str | None]] = []
-        for row in owned:
-            sid = row.session.session_id
-            if sid not in gone:
-                continue
-            if sid in saved:
-                events.append(("output_saved", row.project, row.session.name, str(paths[sid])))
-            kind = event or ("lingering_cleaned" if row.project is not None else "session_killed")
-            events.append((kind, row.project, row.session.name, row.reason))
-            log.info("killed %s session %s (%s)", row.state, row.session.name, row.reason,
-                     extra={"project_id": row.project_id, "session_name": row.session.name})
-        self.store.append_events(events, source=self.source)
-        return killed
+        result = self.cancel_many([project_id])[0][1]
+        if isinstance(result, OrchestratorError):
+            raise result
+        return result
 
     def cancel_many(self, project_ids: Sequence[int]) -> list[tuple[int, Project | OrchestratorError]]:
         """Cancel many projects; running ones are saved and killed together in a few tmux calls.
@@ -529,7 +279,7 @@ class Orchestrator:
         Returns, per id, the cancelled project or the error that kept it from being cancelled.
         """
         results: list[tuple[int, Project | OrchestratorError]] = []
-        to_kill: list[Project] = []
+        ended: list[Project] = []
         for project_id in project_ids:
             try:
                 project = self.store.get(project_id)
@@ -543,55 +293,140 @@ class Orchestrator:
                 results.append((project_id, exc))
                 continue
             results.append((project_id, project))
-            if project.session_name:
-                to_kill.append(project)
-        if to_kill:
-            sessions = self.server.list_owned()
-            by_id = {s.session_id: s for s in sessions}
-            by_name = {s.name: s for s in sessions}
-            rows = []
-            for project in to_kill:
-                session = by_id.get(project.session_id or "") or by_name.get(project.session_name or "")
-                if session is not None:
-                    rows.append(SessionRow(session, "running", project, "cancelled"))
-                else:
-                    self.store.close_session(project.id, project.session_name)
-            self.kill_sessions_batch(rows, event="session_killed", grace=self.settings.kill_grace)
+            if project.session_name and project.session_closed_at is None:
+                ended.append(project)
+        if ended:
+            self.clean_projects(ended, reason="cancelled")
         self.poke_daemon()
         return results
+
+    def retry(self, project_id: int) -> Project:
+        """Queue an ended project again (``tmo retry``); counts as a retry.
+
+        Its next attempt starts once the session of the last one is confirmed gone.
+        """
+        project = self.store.get(project_id)
+        if not project.is_terminal:
+            raise InvalidTransition(
+                project_id, project.status.value, "queued (only ended projects can be retried)"
+            )
+        self.cleanup_session(project, reason="retried")
+        project = self.store.transition(project_id, ProjectStatus.QUEUED, source=self.source,
+                                        count_retry=True)
+        self.poke_daemon()
+        return project
+
+    def requeue_after_failure(self, project: Project) -> Project:
+        """Apply ``project``'s retry policy after an automatic failure; returns the new state."""
+        return requeue_after_failure(self.store, project, source=self.source)
+
+    def remove(self, project_id: int) -> Project:
+        """Delete an ended or queued project from the queue (its events and logs stay)."""
+        project = self.store.get(project_id)
+        if project.status == ProjectStatus.PROCESSING:
+            raise InvalidTransition(project_id, "processing", "removed (cancel it first)")
+        self.cleanup_session(project, reason="removed")
+        return self.store.remove(project_id, source=self.source)
+
+    # -- sessions ----------------------------------------------------------------------------
+    def session_of(self, project: Project) -> SessionInfo | None:
+        """The live owned session of ``project``'s current attempt, if any: the same server
+        instance, ``$id`` and name (tmux reuses ``$id``s after a restart)."""
+        if not project.session_name:
+            return None
+        return find_session(project, self.server.list_owned())
+
+    def cleanup_session(self, project: Project, *, reason: str, grace: float | None = None) -> bool:
+        """Save the output of ``project``'s session, then stop and kill it: exactly once, whoever
+        calls. Returns True if this call cleaned it up (False: nothing to do, or someone else is)."""
+        if not project.session_name or project.session_closed_at is not None:
+            return False
+        return bool(self.clean_projects([project], reason=reason, grace=grace))
+
+    def clean_projects(self, projects: Sequence[Project], *, reason: str,
+                       grace: float | None = None) -> list[Target]:
+        """Clean up the current sessions of ``projects`` with the one engine; returns what this
+        call cleaned. Sessions run by another daemon (another home or host) are left to it, as
+        are sessions not recorded yet (the daemon creating them kills them itself)."""
+        mine = [p for p in projects if p.session_name and is_ours(p, self.settings)]
+        if not mine:
+            return []
+        try:
+            owned = self.server.list_owned()
+        except TmuxError as exc:
+            log.warning("cannot list sessions (%s); the daemon's reconcile will clean up", exc)
+            return []
+        targets: list[Target] = []
+        for project in mine:
+            session = find_session(project, owned)
+            if session is None and project.session_id is None:
+                continue  # never recorded: its launcher (or the next daemon start) settles it
+            target = Target.of_project(project, session, reason=reason)
+            targets.append(target)
+        if not targets:
+            return []
+        if any(t.pane_pid and _in_session_of(t.pane_pid) for t in targets):
+            self._clean_detached(targets, reason)
+            return []
+        return self.cleaner.clean(targets, grace=grace)
+
+    def _clean_detached(self, targets: Sequence[Target], reason: str) -> None:
+        """Clean up from a fresh process in a session of its own.
+
+        The caller runs inside a session it is about to stop (an agent's own ``tmo complete``):
+        the SIGTERM meant for the project would cut its clean-up short. A new process, not a fork
+        (a fork would carry this process's open SQLite connection, which SQLite forbids), does it;
+        this one waits for it, if it lives that long.
+        """
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TMO_PROJECT_ID", "TMO_ATTEMPT", "TMO_DONE_FILE", "TMUX", "TMUX_PANE")}
+        argv = [sys.executable, "-m", "tmux_orchestrator", "--home", str(self.settings.home),
+                "--database-url", self.settings.database_url, "_cleanup", "--reason", reason,
+                *[str(t.project.id) for t in targets if t.project is not None]]
+        child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        child.wait()
+
+    def kill_sessions_batch(
+        self, rows: Sequence[SessionRow], *, event: str | None = None, grace: float = 0.5
+    ) -> list[SessionInfo]:
+        """Save and kill many owned sessions together (``tmo cleanup``); returns those this call
+        cleaned up. Each gets ``output_saved`` and ``event`` (default ``lingering_cleaned`` for a
+        project's session, ``session_killed`` for an orphan)."""
+        targets = [
+            Target.of_session(r.session, r.project, reason=r.reason, kind=event or (
+                "lingering_cleaned" if r.project is not None else "session_killed"))
+            for r in rows if r.session.owner == self.server.owner_tag
+        ]
+        cleaned = self.cleaner.clean(targets, grace=grace)
+        return [t.session for t in cleaned if t.session is not None]
+
+    def _stop_sessions(self, sessions: list[SessionInfo]) -> list[SessionInfo]:
+        """``tmux_manager.kill_session``: the one engine, with each session's project if it has one."""
+        rows = {r.session.key: r for r in classify(sessions, self.store)}
+        targets = [Target.of_session(s, rows[s.key].project if s.key in rows else None,
+                                     reason="killed through tmux_manager") for s in sessions]
+        return [t.session for t in self.cleaner.clean(targets) if t.session is not None]
 
     def _find_lingering_sessions(self, active_sessions: Sequence[str]) -> list[str]:
         """Names in ``active_sessions`` that belong to projects which are no longer running.
 
         A session is lingering when its project has ended (or was requeued), or when it belongs to
         an earlier attempt of its project. Sessions with no project at all are orphans, not
-        lingering (see :meth:`find_orphaned_sessions`).
+        lingering (see :func:`tmux_orchestrator.reconcile.classify`).
         """
-        by_name = {s.name: s for s in self.server.list_owned()}
-        lingering: list[str] = []
-        for name in active_sessions:
-            session = by_name.get(name)
-            if session is None or session.project_id is None:
-                continue
-            try:
-                project = self.store.get(session.project_id)
-            except OrchestratorError:
-                continue
-            if project.status != ProjectStatus.PROCESSING or project.session_name != name:
-                lingering.append(name)
-        return lingering
+        wanted = set(active_sessions)
+        return [r.session.name for r in classify(self.server.list_owned(), self.store)
+                if r.state == "lingering" and r.session.name in wanted]
 
     def cleanup_lingering(self) -> list[str]:
         """Kill lingering sessions now (``tmo cleanup`` and pre-dequeue cleanup)."""
-        names = self._find_lingering_sessions(self.tmux_manager.get_active_sessions())
-        killed: list[str] = []
-        for session in self.server.list_owned():
-            if session.name in names and session.project_id is not None:
-                project = self.store.get(session.project_id)
-                self.store.close_session(project.id, session.name)
-                self.kill_project_session(project, session, reason="lingering", event="lingering_cleaned")
-                killed.append(session.name)
-        return killed
+        rows = [r for r in classify(self.server.list_owned(), self.store) if r.state == "lingering"]
+        if not rows:
+            return []
+        targets = [Target.of_session(r.session, r.project, reason=f"lingering ({r.reason})",
+                                     kind="lingering_cleaned") for r in rows]
+        return [t.name for t in self.cleaner.clean(targets)]
 
     # -- daemon ---------------------------------------------------------------------------
     def pause(self) -> None:
@@ -614,7 +449,7 @@ class Orchestrator:
         """Wake the daemon at once (it would notice the change within ``db_poll_interval``)."""
         fifo = self.settings.fifo_path
         try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError:
             return  # no daemon listening (ENXIO) or no FIFO yet
         try:

@@ -9,8 +9,6 @@ group id can never make us signal someone else's process.
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -39,40 +37,6 @@ def project_pids(pgid: int, project_id: int, home: Path) -> list[int] | None:
     return found
 
 
-def stop_project_processes(pgid: int | None, project_id: int, home: Path, grace: float) -> int:
-    """SIGTERM the project's processes, SIGKILL those left after ``grace``; returns how many."""
-    if not pgid or pgid <= 1:
-        return 0
-    pids = project_pids(pgid, project_id, home)
-    if pids is None:  # no /proc (macOS): the group itself is the best handle we have
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            return 0
-        time.sleep(min(grace, 1.0))
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return 1
-    for pid in pids:
-        _send(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        time.sleep(0.02)
-        pids = [p for p in pids if is_running(p)]
-    for pid in pids:
-        _send(pid, signal.SIGKILL)
-    return len(pids)
-
-
-def _send(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def is_running(pid: int) -> bool:
     """True while ``pid`` runs. A zombie (dead, waiting for its parent, such as tmux or an init
     that is slow to reap) counts as ended."""
@@ -91,3 +55,58 @@ def is_running(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state != b"Z"
+
+
+def group_members(pgid: int) -> list[int] | None:
+    """Live (not zombie) processes of process group ``pgid``; None where /proc is missing."""
+    if not _HAS_PROC:
+        return None
+    found: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+def group_alive(pgid: int | None) -> bool:
+    """True while any process of group ``pgid`` runs (zombies count as ended).
+
+    ``killpg(pgid, 0)`` answers in microseconds; only when it finds the group while its leader is
+    gone (children left behind, or zombies nobody reaped yet) are the members looked up in /proc.
+    """
+    if not pgid or pgid <= 1:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if is_running(pgid):
+        return True
+    members = group_members(pgid)
+    return True if members is None else bool(members)
+
+
+def process_start(pid: int) -> str:
+    """When ``pid`` started, in clock ticks since boot (``?`` without /proc): with the pid, names
+    one process for good, as pids are reused."""
+    if not _HAS_PROC:
+        return "?"
+    try:
+        return (_PROC / str(pid) / "stat").read_bytes().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "?"
+
+
+def is_same_process(pid: int, start: str) -> bool:
+    """True while the process ``pid`` that started at ``start`` (see :func:`process_start`) runs."""
+    if not is_running(pid):
+        return False
+    return start == "?" or process_start(pid) in (start, "?")

@@ -123,14 +123,31 @@ class Project:
     timeout: float | None = None
     idle_timeout: float | None = None
     host: str | None = None
+    #: tmux server instance (``pid.start time``) of the current attempt's session.
+    server_instance: str | None = None
+    #: ``host:home key`` of the daemon that claimed the current attempt.
+    runner: str | None = None
+    #: Stored values that do not parse (a hand edit, another program): column -> the text as
+    #: stored. The field holds a neutral value instead; ``problems`` says what is wrong.
+    raw: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_terminal(self) -> bool:
         """True when the project has ended (completed, failed or cancelled)."""
         return self.status.is_terminal
 
+    @property
+    def problems(self) -> list[str]:
+        """One line per stored value that does not parse, e.g. ``enqueued_at 'yesterday' is not a time``."""
+        return [f"{column} {text!r} {_WHY.get(column, 'is not valid')}" for column, text in self.raw.items()]
+
+    @property
+    def runnable_problems(self) -> list[str]:
+        """The problems that keep the project from running (its command, environment, directory)."""
+        return [p for p in self.problems if p.split(" ", 1)[0] in _NEEDED_TO_RUN]
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (timestamps as ISO 8601 UTC strings)."""
+        """A JSON-ready dict (timestamps as ISO 8601 UTC strings; unparsable values as stored)."""
         out = dict(self.__dict__)
         for key in _TIME_FIELDS:
             value = out[key]
@@ -141,7 +158,19 @@ class Project:
                 out[key] = out[key].value
         out["command"] = list(self.command)
         out["env"] = dict(self.env)
+        raw = out.pop("raw")
+        out.update(raw)
+        out["problems"] = self.problems
         return out
 
 
 _TIME_FIELDS = ("enqueued_at", "started_at", "completed_at", "session_closed_at", "not_before")
+_NEEDED_TO_RUN = frozenset({"command", "env", "project_path", "spec_path"})
+_WHY = {
+    **{name: "is not a time" for name in _TIME_FIELDS},
+    "command": "is not a JSON list of strings",
+    "env": "is not a JSON object of strings",
+    "outcome": "is not an outcome",
+    "project_path": "is not valid text",
+    "spec_path": "is not valid text",
+}

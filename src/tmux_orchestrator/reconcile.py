@@ -1,56 +1,87 @@
 """Reconcile: make tmux match the database, which is the truth.
 
-Runs before the daemon claims anything after a start, then every ``reconcile_interval`` seconds:
+Runs before the daemon claims anything after a start, then every ``reconcile_interval`` seconds. It
+looks only at this daemon's own projects (claimed by this host and home) and at sessions carrying
+this home's tag on its own server; another daemon's projects are never judged by our tmux server.
 
-* **adopted** - a ``processing`` row whose session is alive (after a daemon restart) is watched again,
-  neither restarted nor failed;
+* **adopted** - a ``processing`` row whose session is alive (after a daemon restart) is watched again;
 * **finished late** - a ``processing`` row whose wrapper left an exit file while the daemon was down
   is finished with that real exit code;
 * **lost** - a ``processing`` row whose session is gone with no exit recorded becomes failed with
-  outcome ``lost``, but only once the absence has been seen twice (a tmux error is "unknown", never
-  "missing");
-* **lingering** - an owned session whose project has ended (or belongs to an older attempt) is saved
-  and killed;
-* **orphaned** - an owned session with no project is reported, then killed or kept by policy.
+  outcome ``lost`` once the absence has been seen twice (a tmux error is "unknown", never
+  "missing"; a lost keeper or socket is repaired, not taken for a dead server);
+* **never started** - a row claimed by a daemon that died before its session existed (no session,
+  no ``started`` marker from the wrapper) is queued again; one whose wrapper did start is lost;
+* **lingering** - an owned session whose project has ended (or an older attempt's) is cleaned up;
+* **orphaned** - an owned session with no project is reported, then killed or kept by policy;
+* **closed** - an ended row whose session is gone has what is left of its processes stopped, and its
+  session closed, which frees its slot.
 
-Sessions without this home's ownership tag, and other tmux servers, are never looked at.
+Every clean-up goes through :mod:`tmux_orchestrator.cleanup`, so whoever else is cleaning the same
+session (the CLI, another pass) it happens once.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from tmux_orchestrator.errors import (
-    InvalidTransition,
-    ProjectNotFound,
-    TmuxError,
-)
-from tmux_orchestrator.orchestrator import Orchestrator, SessionRow
-from tmux_orchestrator.processes import stop_project_processes
-from tmux_orchestrator.project import Outcome, Project, ProjectStatus
+from tmux_orchestrator.cleanup import CleanupQueue, Target
+from tmux_orchestrator.config import Settings
+from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound, TmuxError
+from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.store.sqlite import SqliteStore
-from tmux_orchestrator.tmux import SessionInfo, signal_group
+from tmux_orchestrator.tmux import SessionInfo
+from tmux_orchestrator.tmux.guard import Look, ServerGuard
+from tmux_orchestrator.watch import HANGUP_CODE, Watcher
 from tmux_orchestrator.wrapper import read_exit_file
-
-if TYPE_CHECKING:
-    from tmux_orchestrator.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
-#: A session closed this recently may still be on its way out by itself: not lingering yet.
-LINGER_GRACE = timedelta(seconds=2)
-#: Exit code of a command killed by SIGHUP: what its terminal closing (server death) gives.
-HANGUP_CODE = 128 + signal.SIGHUP
 #: Server restarts within this many seconds count towards the crash-loop backoff.
 RESTART_WINDOW = 60.0
 
 
+@dataclass
+class SessionRow:
+    """An owned session, its project, and what it is to the queue."""
+
+    session: SessionInfo
+    #: ``running``, ``lingering`` or ``orphaned``.
+    state: str
+    project: Project | None
+    reason: str
+
+    @property
+    def project_id(self) -> int | None:
+        """Id of the session's project, if it has one."""
+        return self.project.id if self.project else None
+
+    @property
+    def project_status(self) -> str | None:
+        """Status of the session's project, if it has one."""
+        return self.project.status.value if self.project else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "session_name": self.session.name,
+            "session_id": self.session.session_id,
+            "pane_pid": self.session.pane_pid,
+            "created": self.session.created,
+            "attached": self.session.attached,
+            "project_id": self.project_id,
+            "project_status": self.project_status,
+            "state": self.state,
+            "reason": self.reason,
+        }
+
+
 def classify(owned: list[SessionInfo], store: SqliteStore) -> list[SessionRow]:
-    """Sort owned sessions into running, lingering (project ended or older attempt) and orphaned."""
+    """Sort owned sessions into running, lingering (project ended, or an older attempt) and orphaned."""
     rows = store.find_by_session([s.name for s in owned])
     out: list[SessionRow] = []
     for session in owned:
@@ -62,9 +93,8 @@ def classify(owned: list[SessionInfo], store: SqliteStore) -> list[SessionRow]:
                 project = None
         if project is None:
             out.append(SessionRow(session, "orphaned", None, "no project owns it"))
-        elif project.session_name != session.name:
-            out.append(SessionRow(session, "lingering", project,
-                                  f"older attempt of project {project.id}"))
+        elif not session.is_session(project.server_instance, project.session_id, project.session_name):
+            out.append(SessionRow(session, "lingering", project, f"older attempt of project {project.id}"))
         elif project.status == ProjectStatus.PROCESSING:
             out.append(SessionRow(session, "running", project, "project is running"))
         else:
@@ -73,18 +103,32 @@ def classify(owned: list[SessionInfo], store: SqliteStore) -> list[SessionRow]:
     return out
 
 
-def classify_sessions(orch: Orchestrator) -> list[SessionRow]:
-    """:func:`classify` for every owned session on ``orch``'s server."""
+def classify_sessions(orch: Any) -> list[SessionRow]:
+    """:func:`classify` for every owned session on ``orch``'s server (an ``Orchestrator``)."""
     return classify(orch.server.list_owned(), orch.store)
 
 
-class Reconciler:
-    """Compares rows with owned sessions and drives the difference to zero."""
+def is_ours(project: Project, settings: Settings) -> bool:
+    """True if this home's daemon runs ``project`` (rows of older releases: by host)."""
+    if project.runner is not None:
+        return project.runner == settings.runner
+    return project.host in (None, settings.host)
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+
+class Reconciler:
+    """Compares this daemon's rows with its owned sessions and drives the difference to zero."""
+
+    def __init__(self, *, store: SqliteStore, settings: Settings, guard: ServerGuard, watcher: Watcher,
+                 cleanups: CleanupQueue, event: Callable[[str, str], None]) -> None:
+        self.store = store
+        self.settings = settings
+        self.guard = guard
+        self.server = guard.server
+        self.watcher = watcher
+        self.cleanups = cleanups
+        #: Records a daemon event (kind, message).
+        self.event = event
         self.reported_orphans: set[str] = set()
-        self.inflight: set[str] = set()
         self.server_restarts: list[float] = []
         self.retry_server_at = 0.0
         self.last_duration = 0.0
@@ -92,266 +136,233 @@ class Reconciler:
         self.passes = 0
         self.last_skipped = False
         self.server_was_down = False
-        #: The (sessions, running projects, last event) state of the last pass that found nothing.
+        #: The state of the last pass that found nothing to do.
         self._settled: tuple[str, frozenset[int], int] | None = None
 
-    @property
-    def orch(self) -> Orchestrator:
-        """The daemon's orchestrator."""
-        return self.daemon.orch
+    # -- looking ------------------------------------------------------------------------------
+    def look(self) -> Look:
+        """Look at the server, recording what was repaired on the way."""
+        look = self.guard.look()
+        for kind in look.repaired:
+            self.event(kind, str(self.settings.socket_path))
+        return look
 
-    # -- listing ------------------------------------------------------------------------------
-    def _list(self) -> tuple[bool, list[SessionInfo]]:
-        """(server alive, owned sessions). Raises TmuxError when tmux cannot answer."""
-        return self.daemon.server.snapshot()
+    def start_server(self) -> None:
+        """Start this home's server (it is dead or was never started)."""
+        self.server.ensure_running(history_limit=self.settings.history_limit,
+                                   window_size=self.settings.window_size)
+        self.guard.look()
 
     # -- start-up ----------------------------------------------------------------------------
-    def startup(self, *, rebooted: bool = False, server_was_down: bool = False) -> None:
+    def startup(self, *, rebooted: bool = False) -> None:
         """Before the first claim: adopt, finish or lose every ``processing`` row, then clean up.
 
         After a reboot (``rebooted``), running projects whose end was not recorded are requeued or
         failed as lost, as ``reboot_policy`` says; a plain restart never takes that path. When the
-        tmux server had died while no daemon ran (``server_was_down``), a project whose command
-        ended by the hang-up of its terminal (code 129) was killed with the server: it is lost.
+        tmux server had died while no daemon ran, a project whose command ended by the hang-up of
+        its terminal (code 129) was killed with the server: it is lost.
         """
-        self.server_was_down = server_was_down
-        store = self.daemon.store
-        settings = self.daemon.settings
-        rows = store.list_projects([ProjectStatus.PROCESSING])
-        _, owned = self._list()
-        missing = self._adopt(rows, {s.name: s for s in owned})
+        look = self.look()
+        if look.state == "unknown":
+            raise TmuxError("the tmux server of this home does not answer on its socket "
+                            f"{self.settings.socket_path}; see `tmo doctor`")
+        self.server_was_down = look.state == "dead"
+        if self.server_was_down:
+            self.start_server()
+            look = self.look()
+        rows = [p for p in self.store.list_projects([ProjectStatus.PROCESSING]) if is_ours(p, self.settings)]
+        missing = self._adopt(rows, look.view.owned if look.view else [])
         if rebooted:
-            store.append_event(
-                "reboot_detected", source="daemon",
-                message=f"{len(missing)} running project(s); policy {settings.reboot_policy}"
-                + (", queue paused" if settings.pause_after_reboot else ""),
-            )
+            self.event("reboot_detected",
+                       f"{len(missing)} running project(s); policy {self.settings.reboot_policy}"
+                       + (", queue paused" if self.settings.pause_after_reboot else ""))
             log.warning("reboot detected: %s project(s) were running", len(missing))
-            if settings.pause_after_reboot:
-                self.orch.pause()
-                self.daemon.paused = True
             for project in missing:
-                if settings.reboot_policy == "requeue":
+                if self.settings.reboot_policy == "requeue":
                     self._requeue(project, "requeued after a reboot")
                 else:
-                    self.lose(project, "the machine rebooted")
+                    self.watcher.lose(project, "the machine rebooted")
             missing = []
         if missing:
             time.sleep(0.2)  # confirm the absence with a second look
-            _, owned = self._list()
-            for project in self._adopt(missing, {s.name: s for s in owned}):
-                if project.session_id is None:
+            look = self.look()
+            for project in self._adopt(missing, look.view.owned if look.view else []):
+                if not self._ran(project):
                     # Claimed, but the daemon died before the session existed: it never ran.
                     self._requeue(project, "its session was never started")
                 else:
-                    self.lose(project, "its session was gone when the daemon started")
-        self._close_unclosed(owned)
+                    self.watcher.lose(project, "its session was gone when the daemon started")
         self.run()
 
+    def _ran(self, project: Project) -> bool:
+        """True if the attempt's session was recorded or its wrapper left its started marker."""
+        if project.session_id is not None:
+            return True
+        return self.settings.started_path(project.id, project.attempt).exists()
+
     def _requeue(self, project: Project, why: str) -> None:
-        store = self.daemon.store
-        store.close_session(project.id, project.session_name)
+        self.store.close_session(project.id, project.session_name)
         try:
-            store.transition(project.id, ProjectStatus.QUEUED, source="daemon", error_message=why,
-                             expected=ProjectStatus.PROCESSING)
+            self.store.transition(project.id, ProjectStatus.QUEUED, source="daemon", error_message=why,
+                                  expected=ProjectStatus.PROCESSING)
         except InvalidTransition:
             return
         log.info("project %s %s", project.id, why,
                  extra={"project_id": project.id, "session_name": project.session_name})
 
-    def _adopt(self, rows: list[Project], by_name: dict[str, SessionInfo]) -> list[Project]:
+    def _adopt(self, rows: list[Project], owned: list[SessionInfo]) -> list[Project]:
+        """Watch rows whose session lives, finish those that left an exit code; the rest."""
         missing: list[Project] = []
         for project in rows:
-            code = read_exit_file(self.daemon.settings.exit_path(project.id, project.attempt))
+            code = read_exit_file(self.settings.exit_path(project.id, project.attempt))
             if code == HANGUP_CODE and self.server_was_down:
-                self.daemon.settings.exit_path(project.id, project.attempt).unlink(missing_ok=True)
-                self.lose(project, "the tmux server died while the daemon was away")
+                self.watcher.lose(project, "the tmux server died while the daemon was away")
                 continue
             if code is not None:
                 log.info("project %s ended while the daemon was away (code %s)", project.id, code,
                          extra={"project_id": project.id, "session_name": project.session_name})
-                self.daemon.finish(project, code)
+                self.watcher.finish(project, code)
                 continue
-            session = by_name.get(project.session_name or "")
+            session = find_session(project, owned)
             if session is None:
                 missing.append(project)
                 continue
-            if project.session_id != session.session_id and session.pane_pid:
-                self.daemon.store.record_session(
-                    project.id, session_id=session.session_id, window_id=session.window_id,
-                    pane_pid=session.pane_pid,
-                )
-            self.daemon.track(project)
+            if project.session_id != session.session_id or project.server_instance != session.instance:
+                # Started by a daemon that died before recording it (or by an older release).
+                self.store.record_session(project.id, session_id=session.session_id,
+                                          window_id=session.window_id, pane_pid=session.pane_pid or 0,
+                                          instance=session.instance)
+                project.session_id, project.server_instance = session.session_id, session.instance
+                project.pane_pid, project.window_id = session.pane_pid, session.window_id
+            self.watcher.track(project)
             log.info("adopted running session %s of project %s", session.name, project.id,
                      extra={"project_id": project.id, "session_name": session.name})
         return missing
-
-    def _close_unclosed(self, owned: list[SessionInfo]) -> None:
-        """Rows that ended while their session was open and whose session is now gone: close."""
-        alive = {s.name for s in owned}
-        for project in self.daemon.store.open_sessions():
-            if project.status != ProjectStatus.PROCESSING and project.session_name not in alive:
-                self.daemon.store.close_session(project.id, project.session_name)
 
     # -- periodic pass -----------------------------------------------------------------------
     def run(self) -> None:
         """One reconcile pass."""
         started = time.perf_counter()
-        # With a thousand sessions a full pass costs tens of ms; when neither tmux nor the queue
-        # changed since a pass that found nothing to do, there is nothing to find. The listing is
-        # compared as text, and parsed only when it changed (this runs every 2 s on an idle daemon).
-        try:
-            alive, fingerprint = self.daemon.server.fingerprint()
-        except TmuxError as exc:
-            log.warning("reconcile skipped: tmux did not answer (%s)", exc)
+        look = self.look()
+        if look.state == "unknown":
+            log.warning("reconcile skipped: the tmux server does not answer")
             return
-        if not alive:
+        if look.state == "dead":
             self._server_lost()
             return
-        state = (fingerprint, frozenset(self.daemon.running), self.daemon.store.last_event_id())
-        if state == self._settled:
+        assert look.view is not None
+        # With a thousand sessions a full pass costs tens of ms; when neither tmux nor the queue
+        # changed since a pass that found nothing to do, there is nothing to find.
+        state = (look.view.text, frozenset(self.watcher.running), self.store.last_event_id())
+        if state == self._settled and self.cleanups.idle():
             self.last_duration = time.perf_counter() - started
             self.last_skipped = True
             self.passes += 1
             return
-        owned = self.daemon.server.owned_in(fingerprint)
-        by_name = {s.name: s for s in owned}
-        pending = self._check_running(by_name)
+        owned = look.view.owned
+        pending = self._check_running(owned)
         pending = self._check_sessions(owned) or pending
-        if self.daemon.store.count_unclosed_ended():
-            self._close_unclosed(owned)
-            pending = True
+        pending = self._check_open_rows(owned) or pending
         self._settled = None if pending else state
         self.last_duration = time.perf_counter() - started
         self.last_skipped = False
         self.passes += 1
 
-    def _check_running(self, by_name: dict[str, SessionInfo]) -> bool:
-        """Finish or lose running projects whose session is gone; True if any was missing."""
+    def _check_running(self, owned: list[SessionInfo]) -> bool:
+        """Finish or lose watched projects whose session is gone; True if any was missing."""
         missing_any = False
-        for project_id, running in list(self.daemon.running.items()):
-            if running.project.session_name in by_name:
+        for project_id, running in list(self.watcher.running.items()):
+            project = running.project
+            if find_session(project, owned) is not None:
                 running.missing = 0
                 continue
             missing_any = True
             running.missing += 1
-            if running.missing < 2:
+            if running.missing < 2 or (project.id, project.attempt) in self.watcher.pending_exits:
                 continue
-            project = running.project
-            code = read_exit_file(self.daemon.settings.exit_path(project.id, project.attempt))
+            code = read_exit_file(self.settings.exit_path(project.id, project.attempt))
             try:
-                current = self.daemon.store.get(project_id)
+                current = self.store.get(project_id)
             except ProjectNotFound:
-                self.daemon.running.pop(project_id, None)
+                self.watcher.running.pop(project_id, None)
                 continue
             if code is not None:
-                self.daemon.finish(current, code)
+                self.watcher.finish(current, code)
             else:
-                self.lose(current, "its session vanished without reporting an exit code")
+                self.watcher.lose(current, "its session vanished without reporting an exit code")
         return missing_any
 
     def _check_sessions(self, owned: list[SessionInfo]) -> bool:
         """Adopt, clean up or report owned sessions; True if any was not simply running."""
-        now = datetime.now(UTC)
         pending = False
-        for row in classify(owned, self.daemon.store):
+        lingering: list[Target] = []
+        for row in classify(owned, self.store):
             session, project = row.session, row.project
             pending = pending or row.state != "running"
             if project is None:
                 self._orphan(session)
                 continue
             if row.state == "running":
-                if project.id not in self.daemon.running and project.id not in self.daemon.killing:
-                    self.daemon.track(project)
+                if (project.id not in self.watcher.running and is_ours(project, self.settings)
+                        and not self.cleanups.busy_project(project.id)):
+                    self.watcher.track(project)
                     log.info("adopted session %s of project %s", session.name, project.id,
                              extra={"project_id": project.id, "session_name": session.name})
                 continue
-            if project.id in self.daemon.killing or session.session_id in self.inflight:
-                continue
-            current = project.session_name == session.name
-            if current and project.session_closed_at is None:
-                self.daemon.cleanup_async(project, reason=f"{project.status.value} (found by reconcile)")
-            elif not current or (
-                project.session_closed_at is not None and now - project.session_closed_at > LINGER_GRACE
-            ):
-                self._kill_lingering(project, session)
+            target = Target.of_session(session, project, reason=f"lingering ({row.reason})",
+                                       kind="lingering_cleaned")
+            if not self.cleanups.busy(target.key):
+                lingering.append(target)
+        if lingering:
+            self.cleanups.submit(lingering)
         return pending
 
-    def _kill_lingering(self, project: Project, session: SessionInfo) -> None:
-        self.inflight.add(session.session_id)
-        log.info("lingering session %s of %s project %s: killing", session.name,
-                 project.status.value, project.id,
-                 extra={"project_id": project.id, "session_name": session.name})
-
-        def job() -> None:
-            try:
-                self.orch.kill_project_session(
-                    project, session, reason=f"lingering ({project.status.value})",
-                    event="lingering_cleaned",
-                )
-            finally:
-                self.inflight.discard(session.session_id)
-
-        self.daemon.workers.submit(job)
+    def _check_open_rows(self, owned: list[SessionInfo]) -> bool:
+        """Ended rows whose session is gone but not closed: stop what is left, then close."""
+        listed = {s.name for s in owned}
+        targets: list[Target] = []
+        for project in self.store.open_sessions():
+            if (project.status == ProjectStatus.PROCESSING or project.session_name in listed
+                    or not is_ours(project, self.settings) or self.cleanups.busy_project(project.id)):
+                continue
+            if project.session_id is None and not self._ran(project):
+                self.store.close_session(project.id, project.session_name)  # never had a session
+                continue
+            target = Target.of_project(project, None, reason=f"{project.status.value}: session gone")
+            target.trusted_group = False
+            targets.append(target)
+        if targets:
+            self.cleanups.submit(targets)
+        return bool(targets)
 
     def _orphan(self, session: SessionInfo) -> None:
-        store = self.daemon.store
-        policy = self.daemon.settings.orphan_policy
-        if session.session_id not in self.reported_orphans:
-            self.reported_orphans.add(session.session_id)
-            store.append_event(
+        policy = self.settings.orphan_policy
+        if session.key not in self.reported_orphans:
+            self.reported_orphans.add(session.key)
+            self.store.append_event(
                 "orphan_found", source="daemon", session_name=session.name,
                 message=f"owned session {session.session_id} has no project (policy: {policy})",
             )
             log.warning("orphaned session %s (%s): %s", session.name, session.session_id, policy,
                         extra={"project_id": None, "session_name": session.name})
         if policy == "kill":
-            # kill-session first: it makes the kill (and so its event) ours; then SIGTERM whatever
-            # of the group ignored the hang-up.
-            killed = self.daemon.server.kill_one(session)
-            signal_group(session.pane_pid, signal.SIGTERM)
-            if killed:
-                store.append_event(
-                    "session_killed", source="daemon", session_name=session.name, message="orphan",
-                )
+            target = Target.of_session(session, None, reason="orphan")
+            if not self.cleanups.busy(target.key):
+                self.cleanups.submit([target])
 
     # -- failures ----------------------------------------------------------------------------
-    def lose(self, project: Project, why: str) -> None:
-        """Fail a running project whose session is gone with no recorded end (outcome ``lost``)."""
-        self.daemon.running.pop(project.id, None)
-        try:
-            failed = self.daemon.store.transition(
-                project.id, ProjectStatus.FAILED, source="daemon", outcome=Outcome.LOST,
-                error_message=f"lost: {why}", expected=ProjectStatus.PROCESSING,
-            )
-        except InvalidTransition:
-            return
-        self.daemon.store.close_session(project.id, project.session_name)
-        # Whatever of the attempt still runs without its session must not live on (or run twice
-        # once the project is retried).
-        settings = self.daemon.settings
-        self.daemon.workers.submit(
-            lambda: stop_project_processes(project.pane_pid, project.id, settings.home, settings.kill_grace)
-        )
-        run_dir = self.daemon.settings.run_dir
-        for suffix in ("exit", "sh"):
-            (run_dir / f"{project.id}-{project.attempt}.{suffix}").unlink(missing_ok=True)
-        log.warning("project %s lost: %s", project.id, why,
-                    extra={"project_id": project.id, "session_name": project.session_name})
-        self.orch.requeue_after_failure(failed)
-
     def _server_lost(self) -> None:
-        """The tmux server is gone: every running project is lost; restart it, with backoff."""
+        """The tmux server process is gone: every running project is lost; restart it, with backoff."""
         now = time.monotonic()
-        if self.daemon.running:
-            log.error("the tmux server is gone; %s running project(s) lost", len(self.daemon.running))
-        for project_id in list(self.daemon.running):
+        if self.watcher.running:
+            log.error("the tmux server is gone; %s running project(s) lost", len(self.watcher.running))
+        for project_id in list(self.watcher.running):
             try:
-                project = self.daemon.store.get(project_id)
+                project = self.store.get(project_id)
             except ProjectNotFound:
-                self.daemon.running.pop(project_id, None)
+                self.watcher.running.pop(project_id, None)
                 continue
-            self.lose(project, "the tmux server died")
+            self.watcher.lose(project, "the tmux server died")
         if now < self.retry_server_at:
             return
         self.server_restarts = [t for t in self.server_restarts if now - t < RESTART_WINDOW]
@@ -362,13 +373,20 @@ class Reconciler:
             self.retry_server_at = now + delay
             log.warning("tmux server keeps dying; next restart attempt in %.0fs", delay)
         try:
-            self.daemon.server.ensure_running(
-                history_limit=self.daemon.settings.history_limit,
-                window_size=self.daemon.settings.window_size,
-            )
-        except TmuxError as exc:
+            self.start_server()
+        except (TmuxError, OrchestratorError) as exc:
             log.error("cannot restart the tmux server: %s", exc)
             return
-        self.daemon.store.append_event("server_started", source="daemon",
-                                       message=str(self.daemon.settings.socket_path))
+        self.event("server_started", str(self.settings.socket_path))
 
+
+def find_session(project: Project, owned: list[SessionInfo]) -> SessionInfo | None:
+    """The live session of ``project``'s current attempt: same instance, ``$id`` and name, or for
+    an attempt whose ids were never recorded, the owned session with its name and project tag."""
+    for session in owned:
+        if project.session_id is None:
+            if session.name == project.session_name and session.project_id == project.id:
+                return session
+        elif session.is_session(project.server_instance, project.session_id, project.session_name):
+            return session
+    return None

@@ -12,8 +12,9 @@ from tmux_orchestrator.project import ProjectStatus
 
 log = logging.getLogger(__name__)
 
-_RUN_FILE = re.compile(r"^(\d+)-\d+\.(sh|exit|exit\.tmp)$")
-_LOG_FILE = re.compile(r"^(\d+)(\.log|\.scrollback\.txt)$")
+_RUN_FILE = re.compile(r"^(\d+)-\d+\.(sh|started|exit|exit\.tmp)$")
+# `<id>.log`, `<id>-<attempt>.scrollback.txt` (and `<id>.scrollback.txt` of older releases)
+_LOG_FILE = re.compile(r"^(\d+)(\.log|(-\d+)?\.scrollback\.txt)$")
 
 
 def prune_logs(settings: Settings, active_ids: set[int], *, now: float | None = None) -> list[Path]:

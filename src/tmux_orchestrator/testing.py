@@ -87,7 +87,8 @@ def tmo_settings(tmo_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("TMO_DATABASE_URL", raising=False)
     monkeypatch.delenv("TMO_PROJECT_ID", raising=False)
     settings = load_settings(tmo_home)
-    settings.kill_grace = 2.0
+    # kill_grace stays at its default (5 s): a shorter one once hid a double clean-up. Reconcile
+    # runs more often than the default, so lingering and lost sessions are found sooner.
     settings.reconcile_interval = 0.5
     return settings
 

@@ -148,18 +148,31 @@ class Attempt:
 
 
 def post(spec: WebhookSpec, event: Event) -> Attempt:
-    """POST ``event`` once; a 2xx answer is success."""
+    """POST ``event`` once; only a 2xx answer from the URL itself is success.
+
+    Redirects are not followed: urllib would repeat a redirected POST as a GET without its body
+    and report the answer to that as success. A redirect is a failure naming where it points.
+    """
     import http.client
     import urllib.error
     import urllib.request
 
     request = request_for(spec, event)
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(),
+                    urllib.request.HTTPSHandler(), urllib.request.HTTPErrorProcessor(),
+                    urllib.request.HTTPDefaultErrorHandler()):
+        opener.add_handler(handler)
     try:
-        with urllib.request.urlopen(request, timeout=spec.timeout) as response:
+        with opener.open(request, timeout=spec.timeout) as response:
             response.read(65536)
             return Attempt(True, False, "")
     except urllib.error.HTTPError as exc:
         exc.close()
+        if 300 <= exc.code < 400:
+            where = exc.headers.get("Location", "?") if exc.headers else "?"
+            return Attempt(False, False, f"HTTP {exc.code} redirect to {where}: not followed; "
+                                         "set the webhook url to where it points")
         retry = exc.code >= 500 or exc.code in (408, 429)
         return Attempt(False, retry, f"HTTP {exc.code} {exc.reason}")
     except urllib.error.URLError as exc:

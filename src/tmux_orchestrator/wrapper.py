@@ -3,14 +3,17 @@
 The wrapper is a small POSIX sh script written per attempt to ``$TMO_HOME/run/<id>-<attempt>.sh``
 (mode 0600: it holds the project's environment). It
 
+* leaves ``<id>-<attempt>.started`` (a shell builtin, no fork): a daemon that died before it recorded
+  the session still learns that the attempt ran, and never runs it twice as "never started";
 * runs the command in the project's directory with ``TMO_PROJECT_ID``, ``TMO_HOME``,
   ``TMO_DONE_FILE`` and the project's own variables;
-* pushes ``exit <id> <attempt> <code>`` into the daemon's FIFO, which wakes the daemon about
-  0.5 ms after the exit (``tmux-facts.md`` section 2). The FIFO is opened read-write (``1<>``), so the
-  write never blocks when no daemon is listening;
-* then keeps the exit code durably in ``<id>-<attempt>.exit`` (written atomically with ``mv``, which
-  costs a fork, so it comes after the FIFO line and off the hand-off path), so a daemon that was
-  down when the project ended still finds the real code after its restart.
+* keeps the exit code in ``<id>-<attempt>.exit`` (a builtin ``printf``, no fork), so a daemon that
+  was down when the project ended still finds the real code after its restart;
+* then, as its last act, pushes ``exit <id> <attempt> <code>`` into the daemon's FIFO, which wakes
+  the daemon about 0.5 ms after the exit (``tmux-facts.md`` section 2). The FIFO is opened
+  read-write (``1<>``), so the write never blocks when no daemon is listening. Nothing of the
+  wrapper runs after it, so the daemon finds the project's process group gone a moment later and
+  frees the slot (a slot is free only once the group is gone).
 
 The wrapper traps INT and TERM with a no-op handler (not an ignore: ignored signals would be
 inherited by the command) so that it outlives a signalled command long enough to report its code.
@@ -49,14 +52,15 @@ def wrapper_script(settings: Settings, project: Project) -> str:
         env["TMO_DATABASE_URL"] = settings.database_url
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if is_env_name(k))
     q = shlex.quote
-    tmp = f"{exit_path}.tmp"
+    started = settings.started_path(project.id, project.attempt)
     return f"""# tmux-orchestrator wrapper: project {project.id}, attempt {project.attempt}
 trap : INT TERM
 {exports}
+: > {q(str(started))}
 {_command_line(project.command)}
 rc=$?
+printf '%s\\n' "$rc" > {q(str(exit_path))}
 printf 'exit %s %s %s\\n' {project.id} {project.attempt} "$rc" 1<> {q(str(settings.fifo_path))}
-printf '%s\\n' "$rc" > {q(tmp)} && mv -f {q(tmp)} {q(str(exit_path))}
 exit "$rc"
 """
 

@@ -97,18 +97,20 @@ def test_daemon_batch_with_a_missing_directory_fails_only_that_project(
     assert finals[2].outcome is not None and finals[2].outcome.value == "spawn_error"
 
 
-def test_fingerprint_changes_when_a_session_comes_or_goes(orchestrator: Orchestrator) -> None:
+def test_the_listing_text_changes_when_a_session_comes_or_goes(orchestrator: Orchestrator) -> None:
     server = orchestrator.server
-    assert server.fingerprint() == (False, "")
+    view = server.view()
+    assert (view.reachable, view.text, view.instance) == (False, "", None)
     server.ensure_running()
-    alive, empty = server.fingerprint()
-    assert alive
+    view = server.view()
+    assert view.reachable and view.keeper and view.instance
+    empty = view.text
     new_owned_session(orchestrator, "fp-1")
-    alive, one = server.fingerprint()
-    assert alive and one != empty and "fp-1" in one
-    assert server.fingerprint()[1] == one  # stable while nothing changes
+    one = server.view().text
+    assert one != empty and "fp-1" in one
+    assert server.view().text == one  # stable while nothing changes
     server.kill(server.list_owned())
-    assert server.fingerprint()[1] == empty
+    assert server.view().text == empty
 
 
 def test_list_columns_keeps_the_queue_order(orchestrator: Orchestrator, tmp_path: Path) -> None:
@@ -173,7 +175,7 @@ def test_iso_time_matches_the_datetime_form() -> None:
 def test_more_free_slots_than_one_batch_all_start(
     orchestrator: Orchestrator, tmp_path: Path, daemon_factory: Callable[..., DaemonThread]
 ) -> None:
-    from tmux_orchestrator.daemon import LAUNCH_BATCH
+    from tmux_orchestrator.launch import LAUNCH_BATCH
 
     count = LAUNCH_BATCH * 2 + 3
     projects = orchestrator.enqueue_many(

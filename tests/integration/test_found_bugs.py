@@ -10,6 +10,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -193,4 +194,8 @@ def test_killed_orphan_gets_a_session_killed_event(
     daemon_factory()
     retry_until(lambda: "orphan-x" not in all_sessions(orchestrator), message="the orphan to be killed")
     assert [e.session_name for e in events(orchestrator.store, kind="orphan_found")] == ["orphan-x"]
+    # recorded once the session and its processes are confirmed gone
+    retry_until(lambda: [e.session_name for e in events(orchestrator.store, kind="session_killed")]
+                == ["orphan-x"], message="the session_killed event")
+    time.sleep(1.0)
     assert [e.session_name for e in events(orchestrator.store, kind="session_killed")] == ["orphan-x"]

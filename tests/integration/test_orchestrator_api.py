@@ -153,7 +153,7 @@ def test_mark_project_complete_kills_session_and_writes_events_once(
     assert after.count("completed") == 1
     assert after.count("output_saved") == 1
     assert after.count("session_killed") == 1
-    assert "visible-output" in orchestrator.settings.scrollback_path(project.id).read_text()
+    assert "visible-output" in orchestrator.settings.scrollback_path(project.id, 1).read_text()
     last = orchestrator.store.last_event_id()
     again = orchestrator.mark_project_complete(project.id)
     assert again.status == S.COMPLETED

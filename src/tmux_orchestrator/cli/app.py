@@ -81,7 +81,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
         "add", "list", "show", "complete", "fail", "cancel", "retry", "remove", "pause", "resume",
     ),
     "tmux_orchestrator.cli.daemon": ("daemon",),
-    "tmux_orchestrator.cli.sessions": ("sessions", "cleanup", "attach", "logs"),
+    "tmux_orchestrator.cli.sessions": ("sessions", "cleanup", "attach", "logs", "_cleanup"),
     "tmux_orchestrator.cli.events": ("events",),
     "tmux_orchestrator.cli.demo": ("demo",),
     "tmux_orchestrator.cli.doctor": ("doctor",),

@@ -237,6 +237,15 @@ LIST_FIELDS = (
 )
 
 
+def _command_value(text: Any) -> Any:
+    """The stored command as a list, or as stored when it is not one (a hand edit)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return text
+    return value if isinstance(value, list) else text
+
+
 def _fields(data: dict[str, object]) -> dict[str, object]:
     return {k: data[k] for k in LIST_FIELDS}
 
@@ -261,7 +270,7 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
             values = list(row)
             for i in times:
                 values[i] = iso_time(values[i])
-            values[command] = json.loads(values[command])
+            values[command] = _command_value(values[command])
             out.append(dict(zip(LIST_FIELDS, values, strict=True)))
         print_json(out)
         return
@@ -270,10 +279,11 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
         [
             [pid, status, _outcome_text(outcome, exit_code), priority, name, session or "",
              "" if runtime is None else format_duration(runtime),
-             "" if age is None else format_duration(age) + " ago"]
-            for pid, status, outcome, exit_code, priority, name, session, runtime, age in
+             # a hand-typed time that does not parse is shown as it is stored
+             queued if age is None else format_duration(age) + " ago"]
+            for pid, status, outcome, exit_code, priority, name, session, runtime, age, queued in
             ctx.store.list_columns(["id", "status", "outcome", "exit_code", "priority", "name",
-                                    "session_name", "runtime_s", "age_s"], wanted, limit)
+                                    "session_name", "runtime_s", "age_s", "enqueued_at"], wanted, limit)
         ],
     )
 
@@ -287,14 +297,16 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
     project = ctx.orch.get(project_id)
     data = project.to_dict()
     data["log_file"] = str(ctx.settings.log_path(project_id))
-    data["scrollback_file"] = str(ctx.settings.scrollback_path(project_id))
+    data["scrollback_file"] = str(ctx.settings.scrollback_path(project_id, max(1, project.attempt)))
     if as_json:
         print_json(data)
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        if key == "command":
+        if key == "command" and isinstance(value, list):
             value = " ".join(value)
+        if key == "problems" and value:
+            value = "; ".join(value)
         if value in (None, "", {}, []):
             continue
         if key == "outcome":

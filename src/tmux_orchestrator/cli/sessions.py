@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -20,7 +21,7 @@ from tmux_orchestrator.cli.app import (
     print_table,
 )
 from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
-from tmux_orchestrator.project import ProjectStatus
+from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.reconcile import classify_sessions
 
 
@@ -88,6 +89,32 @@ def attach(ctx: Context, project_id: int, read_only: bool) -> None:
     os.execvpe(argv[0], argv, env)
 
 
+def scrollback_file(ctx: Context, project: Project) -> Path:
+    """The saved scrollback of the project's latest attempt that has one (one file per attempt;
+    older releases kept one ``<id>.scrollback.txt``)."""
+    for attempt in range(project.attempt, 0, -1):
+        path = ctx.settings.scrollback_path(project.id, attempt)
+        if path.exists():
+            return path
+    legacy = ctx.settings.logs_dir / f"{project.id}.scrollback.txt"
+    return legacy if legacy.exists() else ctx.settings.scrollback_path(project.id, max(1, project.attempt))
+
+
+@cli.command("_cleanup", hidden=True)
+@click.option("--reason", default="completed")
+@click.argument("ids", type=PROJECT_ID, nargs=-1)
+@pass_context
+def cleanup_detached(ctx: Context, reason: str, ids: tuple[int, ...]) -> None:
+    """Clean up the sessions of projects, from a process of its own (see ``Orchestrator``)."""
+    projects = []
+    for project_id in ids:
+        try:
+            projects.append(ctx.orch.get(project_id))
+        except ProjectNotFound:
+            continue
+    ctx.orch.clean_projects(projects, reason=reason)
+
+
 @cli.command()
 @click.argument("project_id", type=PROJECT_ID)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the project ends.")
@@ -96,7 +123,7 @@ def attach(ctx: Context, project_id: int, read_only: bool) -> None:
 def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
     """Print a project's complete output (raw terminal bytes, every attempt)."""
     project = ctx.orch.get(project_id)
-    path = ctx.settings.scrollback_path(project_id) if scrollback else ctx.settings.log_path(project_id)
+    path = scrollback_file(ctx, project) if scrollback else ctx.settings.log_path(project_id)
     out = sys.stdout.buffer
     position = 0
     if path.exists():

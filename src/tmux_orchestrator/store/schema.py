@@ -156,6 +156,33 @@ CREATE TABLE settings (
 """
     + transition_guard_sql()
     + status_event_sql(),
+    # 2: sessions are identified by server instance + $id + name; whoever cleans a session up holds
+    # a claim with an owner and a deadline; one daemon per host holds a lease (DESIGN.md 7).
+    f"""
+ALTER TABLE project_queue ADD COLUMN server_instance TEXT; -- tmux server of the session: "pid.start"
+ALTER TABLE project_queue ADD COLUMN runner TEXT;          -- "host:home key" of the daemon running it
+
+CREATE TABLE cleanup_claims (
+    session_key   TEXT PRIMARY KEY,                       -- server instance / $id / name
+    project_id    INTEGER,
+    attempt       INTEGER,
+    session_name  TEXT NOT NULL,
+    owner         TEXT NOT NULL,                          -- "host:pid:process start" of the cleaner
+    deadline      TEXT NOT NULL,                          -- taken over only after this
+    stage         TEXT NOT NULL DEFAULT 'claimed' CHECK (stage IN ('claimed', 'saved', 'signalled')),
+    claimed_at    TEXT NOT NULL DEFAULT ({NOW})
+);
+
+CREATE TABLE daemon_leases (
+    host          TEXT PRIMARY KEY,
+    runner        TEXT NOT NULL,
+    home          TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    owner         TEXT NOT NULL,                          -- "host:pid:process start"
+    started_at    TEXT NOT NULL DEFAULT ({NOW}),
+    heartbeat_at  TEXT NOT NULL DEFAULT ({NOW})
+);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

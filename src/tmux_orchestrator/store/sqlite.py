@@ -6,13 +6,15 @@ daemon's helper threads may share it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +37,7 @@ _PROJECT_COLUMNS = (
     "id, name, status, priority, command, env, project_path, spec_path, session_name, session_id, "
     "window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at, "
     "session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout, "
-    "idle_timeout, host"
+    "idle_timeout, host, server_instance, runner"
 )
 _ORDER = (
     "ORDER BY CASE status WHEN 'processing' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, "
@@ -85,6 +87,14 @@ def parse_time(text: str | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def parse_time_or_none(text: str | None) -> datetime | None:
+    """:func:`parse_time`, None for text that does not parse."""
+    try:
+        return parse_time(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def iso_time(text: str | None) -> str | None:
     """A timestamp column as ``parse_time(text).isoformat()`` gives it; fast for the usual form.
 
@@ -104,48 +114,140 @@ def iso_time(text: str | None) -> str | None:
 
 
 def _row_to_project(row: sqlite3.Row) -> Project:
+    """A row as a :class:`Project`. Never raises on a bad stored value (a hand edit, another
+    program): the value is kept as text in ``Project.raw`` and the field gets a neutral value, so
+    one bad row can be shown, and failed with a message, instead of stopping whoever reads it."""
     # Positional access in _PROJECT_COLUMNS order: listing 10,000 rows is on the `tmo list` path.
     (pid, name, status, priority, command, env, project_path, spec_path, session_name, session_id,
      window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at,
      session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout,
-     idle_timeout, host) = tuple(row)
-    return Project(
+     idle_timeout, host, server_instance, runner) = tuple(row)
+    raw: dict[str, str] = {}
+    project = Project(
         id=pid,
-        name=name,
+        name=_text(name, "name", raw) or "",
         status=ProjectStatus(status),
-        priority=priority,
-        command=json.loads(command),
-        env=json.loads(env) if env and env != "{}" else {},
-        project_path=project_path,
-        spec_path=spec_path,
+        priority=_number(priority, "priority", raw, int) or 0,
+        command=_command(command, raw),
+        env=_env(env, raw),
+        project_path=_text(project_path, "project_path", raw),
+        spec_path=_text(spec_path, "spec_path", raw),
         session_name=session_name,
         session_id=session_id,
         window_id=window_id,
-        pane_pid=pane_pid,
-        outcome=Outcome(outcome) if outcome else None,
-        exit_code=exit_code,
-        error_message=error_message,
-        enqueued_at=parse_time(enqueued_at),
-        started_at=parse_time(started_at),
-        completed_at=parse_time(completed_at),
-        session_closed_at=parse_time(session_closed_at),
-        attempt=attempt,
-        retry_count=retry_count,
-        max_retries=max_retries,
-        retry_delay=retry_delay,
-        not_before=parse_time(not_before),
-        timeout=timeout,
-        idle_timeout=idle_timeout,
+        pane_pid=_number(pane_pid, "pane_pid", raw, int),
+        outcome=_outcome(outcome, raw),
+        exit_code=_number(exit_code, "exit_code", raw, int),
+        error_message=_text(error_message, "error_message", raw),
+        enqueued_at=_time(enqueued_at, "enqueued_at", raw),
+        started_at=_time(started_at, "started_at", raw),
+        completed_at=_time(completed_at, "completed_at", raw),
+        session_closed_at=_time(session_closed_at, "session_closed_at", raw),
+        attempt=_number(attempt, "attempt", raw, int) or 0,
+        retry_count=_number(retry_count, "retry_count", raw, int) or 0,
+        max_retries=_number(max_retries, "max_retries", raw, int) or 0,
+        retry_delay=_number(retry_delay, "retry_delay", raw, float) or 0.0,
+        not_before=_time(not_before, "not_before", raw),
+        timeout=_number(timeout, "timeout", raw, float),
+        idle_timeout=_number(idle_timeout, "idle_timeout", raw, float),
         host=host,
+        server_instance=server_instance,
+        runner=runner,
     )
+    project.raw = raw
+    return project
+
+
+def _utf8(text: str) -> bool:
+    """True if ``text`` encodes as UTF-8 (no lone surrogate: what a non-UTF-8 byte becomes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: object) -> str:
+    """A stored value as text for ``Project.raw``, whatever it is."""
+    text = value if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _text(value: Any, column: str, raw: dict[str, str]) -> str | None:
+    if value is None or (isinstance(value, str) and _utf8(value)):
+        return value
+    raw[column] = _shown(value)
+    return None
+
+
+def _number(value: Any, column: str, raw: dict[str, str], kind: type[T]) -> T | None:
+    if value is None:
+        return None
+    try:
+        number = kind(value)  # type: ignore[call-arg]
+    except (TypeError, ValueError, OverflowError):
+        raw[column] = _shown(value)
+        return None
+    if isinstance(value, str) or number != number:  # typed by hand as text, or NaN
+        raw[column] = _shown(value)
+        return None
+    return number
+
+
+def _time(value: Any, column: str, raw: dict[str, str]) -> datetime | None:
+    try:
+        return parse_time(value) if isinstance(value, str) or value is None else None
+    except ValueError:
+        pass
+    raw[column] = _shown(value)
+    return None
+
+
+def _command(value: Any, raw: dict[str, str]) -> list[str]:
+    try:
+        argv = json.loads(value)
+    except (TypeError, ValueError):
+        argv = None
+    if isinstance(argv, list) and argv and all(isinstance(w, str) and _utf8(w) for w in argv):
+        return argv
+    raw["command"] = _shown(value)
+    return []
+
+
+def _env(value: Any, raw: dict[str, str]) -> dict[str, str]:
+    if not value or value == "{}":
+        return {}
+    try:
+        env = json.loads(value)
+    except (TypeError, ValueError):
+        env = None
+    if isinstance(env, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and _utf8(k) and _utf8(v) for k, v in env.items()
+    ):
+        return env
+    raw["env"] = _shown(value)
+    return {}
+
+
+def _outcome(value: Any, raw: dict[str, str]) -> Outcome | None:
+    if not value:
+        return None
+    try:
+        return Outcome(value)
+    except ValueError:
+        raw["outcome"] = _shown(value)
+        return None
 
 
 def _row_to_event(row: sqlite3.Row) -> Event:
-    at = parse_time(row["at"])
-    assert at is not None
+    """An events row as an :class:`Event`; a bad timestamp becomes the epoch (see ``at_text``)."""
+    try:
+        at = parse_time(row["at"]) if isinstance(row["at"], str) else None
+    except ValueError:
+        at = None
     return Event(
         id=row["id"],
-        at=at,
+        at=at or EPOCH,
         kind=row["kind"],
         source=row["source"],
         project_id=row["project_id"],
@@ -157,6 +259,41 @@ def _row_to_event(row: sqlite3.Row) -> Event:
         session_name=row["session_name"],
         message=row["message"],
     )
+
+
+#: Stands for an event time that does not parse.
+EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one cleaner asks to clean: a session, known by its key (see :func:`session_key`)."""
+
+    key: str
+    session_name: str
+    project_id: int | None = None
+    attempt: int | None = None
+    #: True when the session is the project's current one: the row must still have it open.
+    current: bool = False
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A host's daemon lease (``daemon_leases``)."""
+
+    host: str
+    runner: str
+    home: str
+    pid: int
+    owner: str
+    started_at: str
+    heartbeat_at: str
+
+
+def session_key(instance: str | None, session_id: str | None, name: str) -> str:
+    """The key of a session: its server instance, ``$id`` and name together (tmux numbers
+    sessions from ``$0`` again after a restart, so an ``$id`` alone names different sessions)."""
+    return f"{instance or '?'}/{session_id or '?'}/{name}"
 
 
 class SqliteStore:
@@ -261,20 +398,47 @@ class SqliteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction taken with BEGIN IMMEDIATE (no lock upgrades, no deadlock)."""
+        """A short write transaction taken with BEGIN IMMEDIATE (no lock upgrades, no deadlock).
+
+        SQLite's own errors leave as :class:`StoreError` (a full disk, an I/O error, a trigger that
+        refused the change), so callers handle one kind of failure, and the transaction is rolled
+        back: nothing is half written.
+        """
         with self._lock:
-            self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            try:
+                self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc) from exc
                 raise
             else:
-                self._retry(lambda: self._conn.execute("COMMIT"))
+                try:
+                    self._retry(lambda: self._conn.execute("COMMIT"))
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                    raise self._error(exc) from exc
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._retry(lambda: self._conn.execute(sql, params).fetchall())
+            try:
+                return self._retry(lambda: self._conn.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """A driver error as a one-line :class:`StoreError` naming the database."""
+        text = str(exc)
+        if text.startswith("tmo: "):  # raised by one of our triggers: already says what is wrong
+            return StoreError(text[len("tmo: "):])
+        return StoreError(f"database {self.path}: {text}")
 
     # -- projects ----------------------------------------------------------------------------
     def enqueue(self, new: NewProject, *, source: str) -> Project:
@@ -403,39 +567,69 @@ class SqliteStore:
                 self._conn.execute("COMMIT")
 
         with self._lock:
-            return self._retry(in_snapshot)
+            try:
+                return self._retry(in_snapshot)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
-    def claim_next(self, *, host: str, max_processing: int) -> Project | None:
-        """Move the next runnable queued project to ``processing`` (one writer at a time)."""
+    def claim_next(self, *, host: str, max_processing: int, runner: str | None = None,
+                   skip: frozenset[int] = frozenset()) -> Project | None:
+        """Move the next runnable queued project to ``processing`` (one writer at a time).
+
+        A slot is taken by every project that runs *and* by every session not confirmed gone yet
+        (an ended project whose process group is still being stopped): the next project starts only
+        once the old one's processes are really gone. A queued project whose previous session is
+        still open is not claimable for the same reason. ``skip`` holds ids this caller could not
+        handle (a row it quarantined but could not fail): they are passed over, never retried.
+        """
         from tmux_orchestrator.naming import session_name_for
 
         now = now_text()
         with self._write() as conn:
-            running = conn.execute(
-                "SELECT count(*) FROM project_queue WHERE status = 'processing'"
+            busy = conn.execute(
+                "SELECT count(*) FROM project_queue WHERE status = 'processing' "
+                "OR (session_name IS NOT NULL AND session_closed_at IS NULL)"
             ).fetchone()[0]
-            if running >= max_processing:
+            if busy >= max_processing:
                 return None
-            # A queued row whose previous session is still open is cleaned up first
-            # (pre-dequeue cleanup), so it is not claimable yet.
+            skipped = ", ".join(str(int(i)) for i in sorted(skip)) or "0"
             row = conn.execute(
-                "SELECT id, name, attempt FROM project_queue "
+                "SELECT id, name FROM project_queue "
                 "WHERE status = 'queued' AND (not_before IS NULL OR not_before <= ?) "
                 "AND (session_name IS NULL OR session_closed_at IS NOT NULL) "
+                f"AND id NOT IN ({skipped}) "
                 "ORDER BY priority DESC, enqueued_at, id LIMIT 1",
                 (now,),
             ).fetchone()
             if row is None:
                 return None
-            attempt = row["attempt"] + 1
+            # The attempt is counted in SQL: a hand-typed `attempt` that is not a number must not
+            # stop the claim (CAST gives 0 for text).
+            attempt = int(conn.execute(
+                "SELECT coalesce(CAST(attempt AS INTEGER), 0) + 1 FROM project_queue WHERE id = ?",
+                (row["id"],),
+            ).fetchone()[0])
+            name = row["name"] if isinstance(row["name"], str) else ""
             conn.execute(
                 "UPDATE project_queue SET status = 'processing', changed_by = 'daemon', "
                 "session_name = ?, session_id = NULL, window_id = NULL, pane_pid = NULL, "
-                "session_closed_at = NULL, started_at = ?, attempt = ?, host = ?, not_before = NULL "
+                "server_instance = NULL, session_closed_at = NULL, started_at = ?, attempt = ?, "
+                "host = ?, runner = ?, not_before = NULL "
                 "WHERE id = ? AND status = 'queued'",
-                (session_name_for(row["id"], row["name"], attempt), now, attempt, host, row["id"]),
+                (session_name_for(row["id"], name, attempt), now, attempt, host, runner, row["id"]),
             )
         return self.get(row["id"])
+
+    def attempts(self, project_ids: list[int]) -> dict[int, tuple[str, int]]:
+        """``{id: (status, attempt)}`` of the given projects (those that still exist)."""
+        out: dict[int, tuple[str, int]] = {}
+        for start in range(0, len(project_ids), 500):
+            chunk = project_ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for row in self._read(f"SELECT id, status, attempt FROM project_queue WHERE id IN ({marks})",
+                                  tuple(chunk)):
+                out[row[0]] = (row[1], row[2])
+        return out
 
     def next_due(self) -> float | None:
         """Seconds until the earliest delayed queued project becomes due (None if none waits)."""
@@ -448,14 +642,19 @@ class SqliteStore:
         return (when - datetime.now(UTC)).total_seconds()
 
     def record_session(
-        self, project_id: int, *, session_id: str, window_id: str, pane_pid: int
-    ) -> None:
-        """Store the tmux ids of a started session."""
+        self, project_id: int, *, session_id: str, window_id: str, pane_pid: int,
+        instance: str | None = None, attempt: int | None = None,
+    ) -> bool:
+        """Store the tmux ids of a started session; False if the project's attempt is no longer
+        running (ended or requeued while its session was being created: the caller kills it)."""
+        sql = ("UPDATE project_queue SET session_id = ?, window_id = ?, pane_pid = ?, "
+               "server_instance = coalesce(?, server_instance) WHERE id = ?")
+        params: tuple[Any, ...] = (session_id, window_id, pane_pid, instance, project_id)
+        if attempt is not None:
+            sql += " AND attempt = ? AND status = 'processing'"
+            params += (attempt,)
         with self._write() as conn:
-            conn.execute(
-                "UPDATE project_queue SET session_id = ?, window_id = ?, pane_pid = ? WHERE id = ?",
-                (session_id, window_id, pane_pid, project_id),
-            )
+            return conn.execute(sql, params).rowcount == 1
 
     def transition(
         self,
@@ -468,12 +667,19 @@ class SqliteStore:
         error_message: str | None = None,
         expected: ProjectStatus | None = None,
         not_before: datetime | None = None,
+        count_retry: bool = False,
     ) -> Project:
-        """Apply one allowed status change (``UPDATE ... WHERE status IN (allowed)``)."""
+        """Apply one allowed status change (``UPDATE ... WHERE status IN (allowed)``).
+
+        ``count_retry`` adds one to ``retry_count`` in the same statement: a retry is counted if
+        and only if it happened.
+        """
         allowed = {expected} if expected else set(predecessors(new))
         allowed &= set(predecessors(new))
         sets = ["status = ?", "changed_by = ?"]
         params: list[Any] = [new.value, source]
+        if count_retry:
+            sets.append("retry_count = coalesce(CAST(retry_count AS INTEGER), 0) + 1")
         if new.is_terminal:
             sets += ["outcome = ?", "exit_code = coalesce(?, exit_code)", "completed_at = ?"]
             params += [outcome.value if outcome else None, exit_code, now_text()]
@@ -501,15 +707,9 @@ class SqliteStore:
                 raise InvalidTransition(project_id, row["status"], new.value)
         return self.get(project_id)
 
-    def count_retry(self, project_id: int) -> None:
-        """Add one to ``retry_count`` (an automatic or manual retry)."""
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE project_queue SET retry_count = retry_count + 1 WHERE id = ?", (project_id,)
-            )
-
     def close_session(self, project_id: int, session_name: str | None = None) -> bool:
-        """Claim the clean-up of the session; exactly one caller gets True."""
+        """Record that the project's session (``session_name``, if given) is gone, with its
+        processes: the slot is free. True for the one caller that closed it."""
         sql = (
             "UPDATE project_queue SET session_closed_at = ? "
             "WHERE id = ? AND session_name IS NOT NULL AND session_closed_at IS NULL"
@@ -520,6 +720,133 @@ class SqliteStore:
             params += (session_name,)
         with self._write() as conn:
             return conn.execute(sql, params).rowcount == 1
+
+    # -- clean-up claims -----------------------------------------------------------------------
+    def claim_cleanup(
+        self, claims: list[Claim], *, owner: str, ttl: float, owner_gone: Callable[[str], bool],
+    ) -> dict[str, str]:
+        """Claim the clean-up of sessions; returns ``{key: stage}`` of the claims now held.
+
+        A claim held by someone else is taken over only when its deadline has passed or its owner
+        is known to be dead (``owner_gone``); its stage (``claimed``, ``saved``, ``signalled``)
+        carries over, so a backup is never made twice. A project's current session is claimed
+        only while its row still has it open.
+        """
+        now = datetime.now(UTC)
+        deadline = to_text(now + timedelta(seconds=ttl))
+        held: dict[str, str] = {}
+        with self._write() as conn:
+            for claim in claims:
+                if claim.current and claim.project_id is not None:
+                    open_row = conn.execute(
+                        "SELECT 1 FROM project_queue WHERE id = ? AND session_name = ? "
+                        "AND session_closed_at IS NULL", (claim.project_id, claim.session_name),
+                    ).fetchone()
+                    if open_row is None:
+                        continue
+                row = conn.execute(
+                    "SELECT owner, deadline, stage FROM cleanup_claims WHERE session_key = ?",
+                    (claim.key,),
+                ).fetchone()
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO cleanup_claims (session_key, project_id, attempt, session_name, "
+                        "owner, deadline) VALUES (?, ?, ?, ?, ?, ?)",
+                        (claim.key, claim.project_id, claim.attempt, claim.session_name, owner, deadline),
+                    )
+                    held[claim.key] = "claimed"
+                    continue
+                expired = (parse_time_or_none(row["deadline"]) or now) <= now
+                if row["owner"] != owner and not expired and not owner_gone(row["owner"]):
+                    continue
+                conn.execute(
+                    "UPDATE cleanup_claims SET owner = ?, deadline = ? WHERE session_key = ?",
+                    (owner, deadline, claim.key),
+                )
+                held[claim.key] = row["stage"]
+        return held
+
+    def advance_claim(
+        self, key: str, *, owner: str, stage: str, event: tuple[str, Project | None, str, str] | None,
+        source: str,
+    ) -> bool:
+        """Move a held claim to ``stage`` and write ``event`` ``(kind, project, session, message)``
+        in the same transaction; False (nothing written) if the claim is no longer ours."""
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE cleanup_claims SET stage = ? WHERE session_key = ? AND owner = ?",
+                (stage, key, owner),
+            ).rowcount
+            if changed and event is not None:
+                self._insert_events(conn, [event], source)
+        return bool(changed)
+
+    def release_claim(self, key: str, *, owner: str) -> None:
+        """Give a claim back unfinished (its session could not be confirmed gone): anyone may
+        take it again at once."""
+        with self._write() as conn:
+            conn.execute("UPDATE cleanup_claims SET deadline = ? WHERE session_key = ? AND owner = ?",
+                         (now_text(), key, owner))
+
+    def finish_cleanup(
+        self, key: str, *, close: tuple[int, str] | None,
+        events: list[tuple[str, Project | None, str, str]], source: str,
+    ) -> None:
+        """The session is confirmed gone: drop its claim, close the row's session (``close`` is
+        ``(project id, session name)``) and write ``events``, all in one transaction."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM cleanup_claims WHERE session_key = ?", (key,))
+            if close is not None:
+                conn.execute(
+                    "UPDATE project_queue SET session_closed_at = ? WHERE id = ? AND session_name = ? "
+                    "AND session_closed_at IS NULL", (now_text(), *close),
+                )
+            self._insert_events(conn, events, source)
+
+    def claims(self) -> list[dict[str, Any]]:
+        """Every clean-up claim (for reconcile and diagnostics)."""
+        return [dict(r) for r in self._read("SELECT * FROM cleanup_claims")]
+
+    def drop_claims(self, keys: list[str]) -> None:
+        """Forget claims whose session is gone and whose owner died."""
+        with self._write() as conn:
+            conn.executemany("DELETE FROM cleanup_claims WHERE session_key = ?", [(k,) for k in keys])
+
+    # -- the daemon lease ------------------------------------------------------------------------
+    def take_lease(self, lease: Lease, *, holder_gone: Callable[[Lease], bool]) -> Lease | None:
+        """Take this host's daemon lease; returns the live holder instead when another has it."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM daemon_leases WHERE host = ?", (lease.host,)).fetchone()
+            if row is not None:
+                current = Lease(**{k: row[k] for k in row.keys()})
+                if current.owner != lease.owner and not holder_gone(current):
+                    return current
+            now = now_text()
+            conn.execute(
+                "INSERT INTO daemon_leases (host, runner, home, pid, owner, started_at, heartbeat_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host) DO UPDATE SET runner = excluded.runner, "
+                "home = excluded.home, pid = excluded.pid, owner = excluded.owner, "
+                "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+                (lease.host, lease.runner, lease.home, lease.pid, lease.owner, now, now),
+            )
+        return None
+
+    def renew_lease(self, host: str, owner: str) -> bool:
+        """Heartbeat; False when the lease is no longer ours (another daemon took it)."""
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE daemon_leases SET heartbeat_at = ? WHERE host = ? AND owner = ?",
+                (now_text(), host, owner),
+            ).rowcount == 1
+
+    def drop_lease(self, host: str, owner: str) -> None:
+        """Give the lease up (a daemon that stops)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM daemon_leases WHERE host = ? AND owner = ?", (host, owner))
+
+    def leases(self) -> list[Lease]:
+        """Every host's lease."""
+        return [Lease(**{k: r[k] for k in r.keys()}) for r in self._read("SELECT * FROM daemon_leases")]
 
     def set_exit_code(self, project_id: int, exit_code: int) -> None:
         """Record a late exit code without touching the status or outcome."""
@@ -604,15 +931,23 @@ class SqliteStore:
         if not events:
             return
         with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO events (kind, project_id, project_name, new_status, source, "
-                "session_name, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (kind, p.id if p else None, p.name if p else None,
-                     p.status.value if p else None, source, session, message)
-                    for kind, p, session, message in events
-                ],
-            )
+            self._insert_events(conn, events, source)
+
+    @staticmethod
+    def _insert_events(
+        conn: sqlite3.Connection, events: Sequence[tuple[str, Project | None, str | None, str | None]],
+        source: str,
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO events (kind, project_id, project_name, new_status, outcome, exit_code, source, "
+            "session_name, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (kind, p.id if p else None, p.name if p else None, p.status.value if p else None,
+                 p.outcome.value if p and p.outcome else None, p.exit_code if p else None, source,
+                 session, message)
+                for kind, p, session, message in events
+            ],
+        )
 
     def events_after(
         self,
@@ -657,7 +992,10 @@ class SqliteStore:
     def changes_token(self) -> int:
         """``PRAGMA data_version``: changes only when another connection commits (3.6 us)."""
         with self._lock:
-            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            try:
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
     def counts(self) -> dict[str, int]:
         """Number of projects per status (every status present, zeros included)."""

@@ -10,7 +10,7 @@ from tmux_orchestrator.tmux.server import (
     SessionSpec,
     StartedSession,
 )
-from tmux_orchestrator.tmux.sessions import TmuxSessionManager, signal_group
+from tmux_orchestrator.tmux.sessions import TmuxSessionManager
 
 __all__ = [
     "KEEPER",
@@ -21,5 +21,4 @@ __all__ = [
     "Tmux",
     "TmuxSessionManager",
     "check_tmux",
-    "signal_group",
 ]

@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 
 #: The keeper session holds the server up (with ``exit-empty off``) and is never a project.
 KEEPER = "_tmo_keep"
+#: One line per session. The server's pid and start time come first: together they name the
+#: server *instance*, and a session is only ever known by instance, ``$id`` and name together.
 _FIELDS = (
-    "#{session_id}\t#{@tmo_owner}\t#{@tmo_project}\t#{session_created}\t#{pane_pid}\t"
-    "#{window_id}\t#{session_attached}\t#{session_name}"
+    "#{pid}.#{start_time}\t#{session_id}\t#{@tmo_owner}\t#{@tmo_project}\t#{session_created}\t"
+    "#{pane_pid}\t#{window_id}\t#{session_attached}\t#{session_name}"
 )
 
 
@@ -39,19 +41,40 @@ class SessionInfo:
     pane_pid: int | None
     window_id: str
     attached: bool
+    #: The server instance (``pid.start time``) the session lives on.
+    instance: str = ""
 
     @property
     def target(self) -> str:
         """The exact target of this session."""
         return self.session_id
 
+    @property
+    def key(self) -> str:
+        """Server instance, ``$id`` and name: what names this session and no other, ever."""
+        return f"{self.instance or '?'}/{self.session_id}/{self.name}"
+
+    def is_session(self, instance: str | None, session_id: str | None, name: str | None) -> bool:
+        """True if this is the session recorded as (``instance``, ``session_id``, ``name``).
+
+        All three must agree: tmux numbers sessions from ``$0`` again after a restart, so an id
+        alone may name another project's session. A part that was never recorded (a session
+        started by an older release, or not recorded yet) is not compared, but the name always is.
+        """
+        if name != self.name:
+            return False
+        if session_id and session_id != self.session_id:
+            return False
+        return not (instance and self.instance and instance != self.instance)
+
 
 def _parse(line: str) -> SessionInfo | None:
-    parts = line.split("\t", 7)
-    if len(parts) != 8:
+    parts = line.split("\t", 8)
+    if len(parts) != 9:
         return None
-    sid, owner, project, created, pane_pid, window_id, attached, name = parts
+    instance, sid, owner, project, created, pane_pid, window_id, attached, name = parts
     return SessionInfo(
+        instance=instance,
         session_id=sid,
         name=name,
         owner=owner,
@@ -80,11 +103,11 @@ class SessionSpec:
 
 
 def _parse_started(line: str) -> StartedSession | None:
-    """The ``#{session_id} #{window_id} #{pane_pid}`` line new-session printed."""
+    """The ``#{session_id} #{window_id} #{pane_pid} #{pid}.#{start_time}`` line new-session printed."""
     parts = line.split()
-    if len(parts) != 3 or not parts[2].isdigit():
+    if len(parts) != 4 or not parts[2].isdigit():
         return None
-    return StartedSession(parts[0], parts[1], int(parts[2]))
+    return StartedSession(parts[0], parts[1], int(parts[2]), parts[3])
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,24 @@ class StartedSession:
     session_id: str
     window_id: str
     pane_pid: int
+    #: The server instance (``pid.start time``) it was created on.
+    instance: str = ""
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """One look at the server: :meth:`OrchestratorServer.view`."""
+
+    #: Something answered on the socket.
+    reachable: bool
+    #: ``pid.start time`` of the server that answered (None with no session at all).
+    instance: str | None
+    #: Its keeper session exists.
+    keeper: bool
+    #: The raw listing, compared between reconcile passes to skip parsing when nothing changed.
+    text: str
+    #: The sessions carrying this home's tag (keeper excluded).
+    owned: list[SessionInfo]
 
 
 class OrchestratorServer:
@@ -102,6 +143,8 @@ class OrchestratorServer:
     def __init__(self, tmux: Tmux, owner_tag: str) -> None:
         self.tmux = tmux
         self.owner_tag = owner_tag
+        #: ``pid.start time`` of the server last seen answering on the socket.
+        self.known_instance: str | None = None
 
     # -- server ------------------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -130,6 +173,22 @@ class OrchestratorServer:
         log.info("started tmux server on %s", self.tmux.socket_path)
         return True
 
+    def restore_keeper(self) -> None:
+        """Create the keeper session again on a running server (someone killed only the keeper:
+        the server and every project session are fine)."""
+        self.tmux.run(
+            ["new-session", "-d", "-s", KEEPER, "sleep", "2147483647"],
+            ["set-option", "-t", f"={KEEPER}:", "@tmo_role", "keeper"],
+        )
+
+    def instance(self) -> str | None:
+        """``pid.start time`` of the server answering on the socket, None if none answers."""
+        try:
+            lines = self.tmux.run(["list-sessions", "-F", "#{pid}.#{start_time}"]).lines
+        except TmuxError:
+            return None
+        return lines[0] if lines else None
+
     def kill_server(self) -> None:
         """Stop this home's server (only ever this socket)."""
         try:
@@ -146,38 +205,31 @@ class OrchestratorServer:
             return []
         return [s for s in map(_parse, result.lines) if s is not None]
 
-    def snapshot(self) -> tuple[bool, list[SessionInfo]]:
-        """(server alive with its keeper, owned sessions) from one ``list-sessions`` call.
+    def view(self) -> ServerView:
+        """What the server holds now, from one ``list-sessions`` call.
 
-        A tmux failure other than "no server" raises: the caller must treat it as "unknown".
+        ``reachable`` is False when nothing answers on the socket (a dead server, or a live one
+        whose socket file was deleted: :class:`~tmux_orchestrator.tmux.guard.ServerGuard` tells
+        them apart). A tmux failure other than "no server" raises: the caller must treat it as
+        "unknown", never as "every session is gone".
         """
         try:
             result = self.tmux.run(["list-sessions", "-F", _FIELDS])
         except ServerNotRunning:
-            return False, []
-        sessions = [s for s in map(_parse, result.lines) if s is not None]
-        alive = any(s.name == KEEPER for s in sessions)
-        return alive, [s for s in sessions if s.owner == self.owner_tag and s.name != KEEPER]
-
-    def fingerprint(self) -> tuple[bool, str]:
-        """(server alive with its keeper, the ``list-sessions`` text, not parsed yet).
-
-        A reconcile pass compares the text with the last one and parses it (:meth:`owned_in`)
-        only when it changed: with a thousand sessions the parsing was most of an idle daemon's
-        work. A tmux failure other than "no server" raises, as for :meth:`snapshot`.
-        """
-        try:
-            result = self.tmux.run(["list-sessions", "-F", _FIELDS])
-        except ServerNotRunning:
-            return False, ""
+            return ServerView(False, None, False, "", [])
         text = result.stdout
-        # the name is the last field: the keeper's line ends with a tab and its name
-        return f"\t{KEEPER}\n" in text or text.endswith(f"\t{KEEPER}"), text
-
-    def owned_in(self, text: str) -> list[SessionInfo]:
-        """The sessions carrying this home's tag in a :meth:`fingerprint` text (keeper excluded)."""
         sessions = [s for s in map(_parse, text.splitlines()) if s is not None]
-        return [s for s in sessions if s.owner == self.owner_tag and s.name != KEEPER]
+        instance = sessions[0].instance if sessions else None
+        if instance:
+            self.known_instance = instance
+        keeper = any(s.name == KEEPER for s in sessions)
+        return ServerView(True, instance, keeper, text,
+                          [s for s in sessions if s.owner == self.owner_tag and s.name != KEEPER])
+
+    def snapshot(self) -> tuple[bool, list[SessionInfo]]:
+        """(server answers, owned sessions): :meth:`view` for callers that need no more."""
+        view = self.view()
+        return view.reachable, view.owned
 
     def list_owned(self) -> list[SessionInfo]:
         """Sessions carrying this home's ownership tag (the keeper excluded)."""
@@ -215,7 +267,8 @@ class OrchestratorServer:
         """new-session, its two tags and its pipe-pane: one command list, so no output is missed."""
         pipe = f"exec cat >> {shlex.quote(str(log_path))}"
         return [
-            ["new-session", "-d", "-s", name, "-P", "-F", "#{session_id} #{window_id} #{pane_pid}",
+            ["new-session", "-d", "-s", name, "-P", "-F",
+             "#{session_id} #{window_id} #{pane_pid} #{pid}.#{start_time}",
              "-c", _format_literal(cwd), *argv],
             ["set-option", "-t", f"={name}:", "@tmo_owner", self.owner_tag],
             ["set-option", "-t", f"={name}:", "@tmo_project", str(project_id)],
@@ -332,20 +385,19 @@ class OrchestratorServer:
     def kill(self, sessions: list[SessionInfo], *, look: bool = True) -> list[SessionInfo]:
         """Kill owned sessions by ``$id`` in chained calls; returns exactly those this call killed.
 
-        tmux stops a chain at its first failing command and names its target in the error; the
-        commands before it succeeded, the failing one found nothing to kill (someone else did), and
-        the chain resumes after it. So two cleaners racing never both claim the same kill.
-        ``look=False``: the caller has just listed the sessions, do not list them again.
+        With ``look`` (the default) the server is listed first and only sessions found with the
+        same instance, ``$id`` and name are killed; ``look=False`` when the caller has just listed
+        them. tmux stops a chain at its first failing command and names its target in the error;
+        the commands before it succeeded, the failing one found nothing to kill (someone else
+        did), and the chain resumes after it. So two cleaners racing never both claim a kill.
         """
         pending = [s for s in sessions if s.owner == self.owner_tag and s.name != KEEPER]
-        if look and len(pending) > 1:
-            # Sessions often end by themselves just before (their process got SIGTERM): each one
-            # already gone would cost a resumed chain, a tmux call per session. Look first.
+        if look and pending:
             try:
-                alive = {s.session_id for s in self.list_all()}
+                alive = {s.key for s in self.list_all()}
             except TmuxError:
-                alive = {s.session_id for s in pending}
-            pending = [s for s in pending if s.session_id in alive]
+                alive = set()
+            pending = [s for s in pending if s.key in alive]
         killed: list[SessionInfo] = []
         while pending:
             batch: list[SessionInfo] = []
@@ -372,14 +424,29 @@ class OrchestratorServer:
         return killed
 
     def kill_one(self, session: SessionInfo) -> bool:
-        """Kill one owned session by ``$id``; False if it was already gone."""
-        if session.owner != self.owner_tag or session.name == KEEPER:
-            return False
+        """Kill one owned session (exact identity, see :meth:`kill`); False if it was already gone."""
+        return bool(self.kill([session]))
+
+    def has(self, session_id: str) -> bool:
+        """True while a session ``$id`` exists on the server answering now (one cheap call)."""
         try:
-            self.tmux.run(["kill-session", "-t", session.session_id])
-            return True
-        except SessionNotFound:
+            self.tmux.run(["has-session", "-t", session_id])
+        except (SessionNotFound, ServerNotRunning):
             return False
+        return True
+
+    def exists(self, session: SessionInfo) -> bool:
+        """True while ``session`` (instance, ``$id`` and name) is on the server.
+
+        One ``has-session`` (a couple of ms whatever the number of sessions) answers the usual
+        case, that it is gone; only when an id is found is the server listed to compare all three.
+        Raises :class:`TmuxError` when tmux cannot answer.
+        """
+        try:
+            self.tmux.run(["has-session", "-t", session.session_id])
+        except (SessionNotFound, ServerNotRunning):
+            return False
+        return any(s.key == session.key for s in self.list_all())
 
 
 def _pane_target(target: str) -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
-import signal
+from collections.abc import Callable
 from typing import Any
 
 from tmux_orchestrator.tmux.server import OrchestratorServer, SessionInfo
@@ -17,25 +16,15 @@ from tmux_orchestrator.tmux.server import OrchestratorServer, SessionInfo
 log = logging.getLogger(__name__)
 
 
-def signal_group(pgid: int | None, sig: int) -> bool:
-    """Send ``sig`` to a project's process group; False if it no longer exists."""
-    if not pgid or pgid <= 1:
-        return False
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.warning("not allowed to signal process group %s", pgid)
-        return False
-
-
 class TmuxSessionManager:
     """Session operations restricted to owned sessions."""
 
-    def __init__(self, server: OrchestratorServer) -> None:
+    def __init__(self, server: OrchestratorServer,
+                 stop: Callable[[list[SessionInfo]], list[SessionInfo]]) -> None:
         self.server = server
+        #: Stops sessions through the one clean-up engine (saved, signalled, killed, recorded);
+        #: returns those it stopped.
+        self._stop = stop
 
     def get_active_sessions(self) -> list[str]:
         """Names of the owned sessions that are alive."""
@@ -79,13 +68,7 @@ class TmuxSessionManager:
         return [s.name for s in self._kill(matched)]
 
     def _kill(self, sessions: list[SessionInfo]) -> list[SessionInfo]:
-        # SIGTERM first gives the project a chance to end cleanly (an agent saving its state);
-        # kill-session then closes whatever is left. A session counts as killed when it is gone.
-        for session in sessions:
-            signal_group(session.pane_pid, signal.SIGTERM)
-        self.server.kill(sessions)
-        alive = {s.session_id for s in self.server.list_all()}
-        killed = [s for s in sessions if s.session_id not in alive]
+        killed = self._stop(sessions) if sessions else []
         for session in killed:
             log.info("killed session %s (%s)", session.name, session.session_id)
         return killed

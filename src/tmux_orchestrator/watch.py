@@ -1,0 +1,370 @@
+"""End detection: how the daemon learns that a running project ended, and records it.
+
+A project ends by one of these, each noticed here:
+
+* its command exits: the wrapper writes ``exit <id> <attempt> <code>`` into the FIFO (0.5 ms);
+* it writes its marker file (``$TMO_DONE_FILE``);
+* its ``--timeout`` or ``--idle-timeout`` passes;
+* someone else ends it: ``tmo complete``/``cancel``, the API, a hand-written SQL change (the
+  events table, read after a cursor whenever ``PRAGMA data_version`` moved);
+* its session vanishes with no exit recorded (reconcile calls :meth:`Watcher.lose`).
+
+Every end is written to the database first; an exit that cannot be written (a full disk, a locked
+database) is kept in memory and written again on the next wake-up, never lost. Then the session
+goes through the one clean-up engine (:mod:`tmux_orchestrator.cleanup`): a project that exited by
+itself is settled inline in a few milliseconds, anything that must be killed on a worker thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from tmux_orchestrator.cleanup import Cleaner, CleanupQueue, Target
+from tmux_orchestrator.config import Settings
+from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound
+from tmux_orchestrator.home import read_private
+from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
+from tmux_orchestrator.retries import requeue_after_failure
+from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.tmux import OrchestratorServer, SessionInfo
+from tmux_orchestrator.wrapper import ExitMessage, parse_fifo_line, parse_marker
+
+if TYPE_CHECKING:
+    from tmux_orchestrator.metrics import DaemonMetrics
+
+log = logging.getLogger(__name__)
+
+#: Exit code of a command killed by SIGHUP: what its terminal closing (server death) gives.
+HANGUP_CODE = 128 + signal.SIGHUP
+#: Status events that may concern a running project.
+STATUS_KINDS = ["queued", "started", "completed", "failed", "cancelled", "retried", "requeued", "removed"]
+
+
+def describe_exit(code: int) -> str:
+    """``exited with code 3`` or ``killed by SIGTERM``."""
+    if code > 128:
+        try:
+            return f"killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
+
+
+@dataclass
+class Running:
+    """What the daemon tracks for a project whose session runs."""
+
+    project: Project
+    deadline: float | None = None
+    idle_timeout: float | None = None
+    log_size: int = -1
+    last_output: float = field(default_factory=time.monotonic)
+    missing: int = 0
+
+
+def session_of_row(project: Project, owner_tag: str) -> SessionInfo | None:
+    """The session a row recorded, as a :class:`SessionInfo` (None if none was recorded)."""
+    if not project.session_name or not project.session_id:
+        return None
+    return SessionInfo(session_id=project.session_id, name=project.session_name, owner=owner_tag,
+                       project_id=project.id, created=0, pane_pid=project.pane_pid,
+                       window_id=project.window_id or "", attached=False,
+                       instance=project.server_instance or "")
+
+
+class Watcher:
+    """The daemon's running projects, and every way it learns that one ended."""
+
+    def __init__(self, *, store: SqliteStore, settings: Settings, server: OrchestratorServer,
+                 cleaner: Cleaner, cleanups: CleanupQueue, metrics: DaemonMetrics,
+                 source: str = "daemon") -> None:
+        self.store = store
+        self.settings = settings
+        self.server = server
+        self.cleaner = cleaner
+        self.cleanups = cleanups
+        self.metrics = metrics
+        self.source = source
+        self.running: dict[int, Running] = {}
+        #: (monotonic deadline, project id, attempt) of running projects with a timeout.
+        self._deadlines: list[tuple[float, int, int]] = []
+        #: Exits read from the FIFO and not written to the database yet: (id, attempt) -> (code, when).
+        self.pending_exits: dict[tuple[int, int], tuple[int, float]] = {}
+        self._fifo_buffer = b""
+        self.event_cursor = 0
+        self._run_dir_mtime = 0.0
+        self._run_dir = str(settings.run_dir)  # stat()ed on every wake-up: no Path objects
+
+    # -- the running set -----------------------------------------------------------------------
+    def track(self, project: Project) -> None:
+        """Watch a running project (just started or adopted after a restart)."""
+        deadline = None
+        if project.timeout:
+            elapsed = 0.0
+            if project.started_at is not None:
+                elapsed = max(0.0, (datetime.now(UTC) - project.started_at).total_seconds())
+            deadline = time.monotonic() + project.timeout - elapsed
+        self.running[project.id] = Running(project=project, deadline=deadline,
+                                           idle_timeout=project.idle_timeout)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, project.id, project.attempt))
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time of the earliest timeout, if any."""
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def target(self, project: Project, *, reason: str, kind: str = "session_killed") -> Target:
+        """The clean-up target of ``project``'s current session, as the daemon knows it."""
+        target = Target.of_project(project, session_of_row(project, self.server.owner_tag),
+                                   reason=reason, kind=kind)
+        target.trusted_group = project.id in self.running or target.session is not None
+        return target
+
+    # -- the FIFO ------------------------------------------------------------------------------
+    def read_fifo(self, fd: int) -> None:
+        """Read whatever the wrappers (and CLI pokes) wrote, and handle the exits."""
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self._fifo_buffer += chunk
+        except BlockingIOError:
+            pass
+        *lines, self._fifo_buffer = self._fifo_buffer.split(b"\n")
+        received = time.time()  # the wrapper wrote ~0.5 ms before: the end, for metrics
+        for raw in lines:
+            try:
+                message = parse_fifo_line(raw.decode(errors="replace"))
+            except ValueError:  # anyone who can write the FIFO can write garbage: ignore it
+                message = None
+            if message is not None:
+                self.pending_exits[(message.project_id, message.attempt)] = (message.exit_code, received)
+        self.apply_exits()
+
+    def apply_exits(self) -> None:
+        """Record the exits read so far; one that cannot be written stays pending (not lost)."""
+        for key, (code, received) in list(self.pending_exits.items()):
+            try:
+                self.on_exit(ExitMessage(key[0], key[1], code), received)
+            except OrchestratorError as exc:
+                log.error("project %s: cannot record its end yet (%s); will try again", key[0], exc,
+                          extra={"project_id": key[0], "session_name": None})
+                continue
+            self.pending_exits.pop(key, None)
+
+    def on_exit(self, message: ExitMessage, received: float | None = None) -> None:
+        """A wrapper reported its command's exit code."""
+        try:
+            project = self.store.get(message.project_id)
+        except ProjectNotFound:
+            return
+        if project.attempt != message.attempt:
+            return  # an older attempt's late report: its own clean-up closes it
+        was_running = project.status == ProjectStatus.PROCESSING
+        self.finish(project, message.exit_code)
+        self.metrics.end_detected("exit", received if was_running else None)
+
+    # -- ends --------------------------------------------------------------------------------
+    def finish(self, project: Project, exit_code: int) -> Project:
+        """Record that ``project``'s command exited with ``exit_code``, then settle its session."""
+        watched = self.running.pop(project.id, None)
+        ended_here = False
+        if project.status == ProjectStatus.PROCESSING:
+            outcome = outcome_for_exit(exit_code)
+            if exit_code == HANGUP_CODE and not self.server.is_running():
+                outcome = Outcome.LOST  # the tmux server died under it
+            try:
+                project = self.store.transition(
+                    project.id, ProjectStatus.COMPLETED if exit_code == 0 else ProjectStatus.FAILED,
+                    source=self.source, outcome=outcome, exit_code=exit_code,
+                    error_message=None if exit_code == 0 else describe_exit(exit_code),
+                    expected=ProjectStatus.PROCESSING,
+                )
+                ended_here = True
+            except InvalidTransition:
+                project = self.store.get(project.id)
+            except OrchestratorError:
+                if watched is not None:
+                    self.running[project.id] = watched  # not recorded: still ours to watch
+                raise
+        elif project.outcome in (Outcome.TIMEOUT, Outcome.IDLE):
+            # Ended by the daemon for running too long or too quietly: how the command died
+            # (143 = SIGTERM, 137 = SIGKILL) is worth keeping. After a manual end, a cancel or a
+            # marker it would only be the echo of our own kill, so it is not recorded.
+            self.store.set_exit_code(project.id, exit_code)
+        if ended_here:
+            log.info("project %s %s (%s) in session %s", project.id, project.status.value,
+                     describe_exit(exit_code), project.session_name,
+                     extra={"project_id": project.id, "session_name": project.session_name})
+        if project.session_closed_at is None and project.session_name:
+            self._settle(project, watched is not None)
+        if ended_here and project.status == ProjectStatus.FAILED:
+            requeue_after_failure(self.store, project, source=self.source)
+        return project
+
+    def _settle(self, project: Project, watched: bool) -> None:
+        """The command is gone, so its session closes by itself: confirm that in a few ms, or
+        stop what it left behind on a worker."""
+        target = self.target(project, reason=f"{project.status.value}: exited")
+        target.trusted_group = watched or target.session is not None
+        if self.cleanups.busy(target.key):
+            return
+        if target.session is None or not self.cleaner.settle_exit(target):
+            self.cleanups.submit([target])
+
+    def end_running(self, project_id: int, status: ProjectStatus, *, outcome: Outcome,
+                    message: str | None, reason: str) -> None:
+        """End a running project by the daemon's decision (timeout, idle, marker) and stop it."""
+        running = self.running.pop(project_id, None)
+        if running is None:
+            return
+        try:
+            project = self.store.transition(project_id, status, source=self.source, outcome=outcome,
+                                            error_message=message, expected=ProjectStatus.PROCESSING)
+        except InvalidTransition:
+            project = self.store.get(project_id)
+        except OrchestratorError:
+            self.running[project_id] = running  # not recorded: try again on the next wake-up
+            if running.deadline is not None:
+                heapq.heappush(self._deadlines, (time.monotonic() + 1.0, project_id, running.project.attempt))
+            raise
+        log.info("project %s: %s -> %s", project_id, reason, project.status.value,
+                 extra={"project_id": project_id, "session_name": project.session_name})
+        self.cleanups.submit([self.target(project if project.attempt == running.project.attempt
+                                          else running.project, reason=reason)])
+        if project.status == ProjectStatus.FAILED:
+            requeue_after_failure(self.store, project, source=self.source)
+
+    def lose(self, project: Project, why: str) -> None:
+        """Fail a running project whose session is gone with no recorded end (outcome ``lost``),
+        and stop whatever of it still runs without its session."""
+        self.running.pop(project.id, None)
+        try:
+            failed = self.store.transition(
+                project.id, ProjectStatus.FAILED, source=self.source, outcome=Outcome.LOST,
+                error_message=f"lost: {why}", expected=ProjectStatus.PROCESSING,
+            )
+        except InvalidTransition:
+            return
+        log.warning("project %s lost: %s", project.id, why,
+                    extra={"project_id": project.id, "session_name": project.session_name})
+        target = Target.of_project(failed, None, reason=f"lost: {why}")
+        target.trusted_group = False  # its session is gone: leftovers are found by environment
+        self.cleanups.submit([target])
+        requeue_after_failure(self.store, failed, source=self.source)
+
+    def ended_elsewhere(self, project_id: int, why: str) -> bool:
+        """A running project was ended by someone else (CLI, API, SQL): clean its session up.
+
+        The event that brought us here may be older than the running attempt (a ``queued`` event
+        read only after the project was claimed), so the row decides: as long as it still says
+        ``processing`` for the same attempt, nothing has ended. Returns True if it had ended.
+        """
+        running = self.running.get(project_id)
+        if running is None:
+            return False
+        project: Project | None
+        try:
+            project = self.store.get(project_id)
+        except ProjectNotFound:
+            project = None  # deleted by hand while running: still clean up
+        if (project is not None and project.status == ProjectStatus.PROCESSING
+                and project.attempt == running.project.attempt):
+            return False
+        self.running.pop(project_id, None)
+        log.info("project %s %s", project_id, why,
+                 extra={"project_id": project_id, "session_name": running.project.session_name})
+        if project is not None and project.attempt == running.project.attempt:
+            target = self.target(project, reason=why)
+        else:
+            target = self.target(running.project, reason=why)
+            target.current = project is not None and project.session_name == running.project.session_name
+        target.trusted_group = True
+        self.cleanups.submit([target])
+        return True
+
+    # -- wake sources ------------------------------------------------------------------------
+    def check_database(self) -> None:
+        """Status events written by others since the cursor: ends of running projects."""
+        while True:
+            batch = self.store.events_after(self.event_cursor, kinds=STATUS_KINDS, limit=10000)
+            for event in batch:
+                self.event_cursor = max(self.event_cursor, event.id)
+                if (
+                    event.project_id in self.running
+                    and event.new_status != ProjectStatus.PROCESSING.value
+                    and self.ended_elsewhere(event.project_id,
+                                             f"{event.new_status or event.kind} by {event.source}")
+                ):
+                    self.metrics.end_detected("database", event.at.timestamp())
+            if len(batch) < 10000:
+                break
+
+    def check_markers(self) -> None:
+        """Marker files written since the last look (the run directory's mtime moved)."""
+        if not self.running:
+            return
+        try:
+            mtime = os.stat(self._run_dir).st_mtime
+        except OSError:
+            return
+        if mtime == self._run_dir_mtime:
+            return
+        self._run_dir_mtime = mtime
+        for project_id in list(self.running):
+            path = self.settings.marker_path(project_id)
+            try:
+                data = read_private(path, limit=65536)
+            except OSError as exc:  # a link or a directory where the marker goes: not a marker
+                log.warning("project %s: ignoring marker %s: %s", project_id, path, exc,
+                            extra={"project_id": project_id, "session_name": None})
+                continue
+            if data is None:
+                continue
+            ended_at = self.metrics.file_time(path)
+            path.unlink(missing_ok=True)
+            marker = parse_marker(data.decode(errors="replace"))
+            self.end_running(
+                project_id, ProjectStatus.COMPLETED if marker.success else ProjectStatus.FAILED,
+                outcome=Outcome.MARKER, message=marker.message if not marker.success else None,
+                reason="marker file",
+            )
+            self.metrics.end_detected("marker", ended_at)
+
+    def check_deadlines(self, now: float) -> None:
+        """End projects whose ``--timeout`` passed (a heap: O(1) per wake-up)."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, project_id, attempt = heapq.heappop(self._deadlines)
+            running = self.running.get(project_id)
+            if running is None or running.project.attempt != attempt:
+                continue  # ended meanwhile, or an older attempt's deadline
+            self.end_running(
+                project_id, ProjectStatus.FAILED, outcome=Outcome.TIMEOUT,
+                message=f"timed out after {running.project.timeout:g}s", reason="timeout",
+            )
+
+    def check_idle(self, now: float) -> None:
+        """End projects that printed nothing for their ``--idle-timeout``."""
+        for project_id, running in list(self.running.items()):
+            if running.idle_timeout is None:
+                continue
+            try:
+                size = self.settings.log_path(project_id).stat().st_size
+            except OSError:
+                size = 0
+            if size != running.log_size:
+                running.log_size = size
+                running.last_output = now
+            elif now - running.last_output >= running.idle_timeout:
+                self.end_running(
+                    project_id, ProjectStatus.FAILED, outcome=Outcome.IDLE,
+                    message=f"no output for {running.idle_timeout:g}s", reason="idle timeout",
+                )
