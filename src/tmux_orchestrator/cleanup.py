@@ -37,7 +37,13 @@ from pathlib import Path
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import OrchestratorError, TmuxError
 from tmux_orchestrator.home import write_private
-from tmux_orchestrator.processes import group_alive, is_same_process, process_start, project_pids
+from tmux_orchestrator.processes import (
+    group_alive,
+    group_exists,
+    is_same_process,
+    process_start,
+    project_pids,
+)
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.store.sqlite import Claim, SqliteStore, session_key
 from tmux_orchestrator.tmux import OrchestratorServer, SessionInfo
@@ -168,37 +174,38 @@ class Cleaner:
         self._kill_sessions([t for t, _ in held])
         return self._confirm(held)
 
-    def settle_exit(self, target: Target, *, wait: float = 0.05) -> bool:
-        """A project whose command exited by itself: once its process group is gone and its
-        session with it, close the row at once (no backup: the pipe log holds every byte; no kill
-        event: nothing was killed). False when processes are left after ``wait`` seconds (or the
-        claim is someone else's): the caller then runs :meth:`clean` on it."""
-        if not self._claim([target], ttl=CONFIRM_WAIT + CLAIM_MARGIN):
-            return False
+    def exited_and_gone(self, target: Target, *, wait: float = 0.05) -> bool:
+        """For a project whose command exited by itself: True once its process group is gone and
+        its session with it, within a few milliseconds. Nothing is signalled or killed, nothing
+        written; False when something is left (a child that ignores the hang-up, a window the user
+        opened in the session): then it needs :meth:`clean`, with its backup and its events."""
+        pgid = target.pane_pid if target.trusted_group else None
         deadline = time.monotonic() + wait
-        while group_alive(target.pane_pid):
+        # The wrapper's last act was its FIFO line: its group is gone as soon as tmux has reaped
+        # it. killpg(0) answers in microseconds; the /proc look (zombies nobody reaps, children
+        # left behind) only once, at the end.
+        while pgid and group_exists(pgid):
             if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.0005)
-        # The pane's processes are gone; tmux destroys the session once it has read the last of
-        # the pane's output (killing it sooner could cut that from the log), within a millisecond
-        # or two. Look until it has; kill it only if something else holds it open (a window the
-        # user opened in it, a process that escaped the group but keeps the terminal).
+                if group_alive(pgid):
+                    return False
+                break
+            time.sleep(0.0002)
+        if pgid is None and self._leftovers(target):
+            return False
+        # tmux destroys the session once it has read the last of the pane's output (killing it
+        # sooner could cut that from the log): look until it has.
         session = target.session
         known = self.server.known_instance
-        if session is not None and not (target.instance and known and target.instance != known):
-            try:
-                deadline = time.monotonic() + SETTLE_WAIT
-                while self.server.has(session.session_id):
-                    if time.monotonic() >= deadline:
-                        self.server.kill([session], look=False)
-                        if self.server.has(session.session_id):
-                            return False
-                        break
-                    time.sleep(0.002)
-            except TmuxError:
-                return False
-        self._finish(target, events=[])
+        if session is None or (target.instance and known and target.instance != known):
+            return True
+        try:
+            deadline = time.monotonic() + SETTLE_WAIT
+            while self.server.has(session.session_id):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.001)
+        except TmuxError:
+            return False
         return True
 
     # -- steps ---------------------------------------------------------------------------------

@@ -74,6 +74,17 @@ def group_members(pgid: int) -> list[int] | None:
     return found
 
 
+def group_exists(pgid: int) -> bool:
+    """True while process group ``pgid`` has any member, zombies included (one syscall)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def group_alive(pgid: int | None) -> bool:
     """True while any process of group ``pgid`` runs (zombies count as ended).
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from tmux_orchestrator.cleanup import Cleaner, CleanupQueue, Target
+from tmux_orchestrator.cleanup import Cleaner, CleanupQueue, Target, remove_run_files
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound
 from tmux_orchestrator.home import read_private
@@ -174,8 +174,18 @@ class Watcher:
 
     # -- ends --------------------------------------------------------------------------------
     def finish(self, project: Project, exit_code: int) -> Project:
-        """Record that ``project``'s command exited with ``exit_code``, then settle its session."""
+        """Record that ``project``'s command exited with ``exit_code``, and settle its session.
+
+        The command is gone, so its process group and session end by themselves within a few
+        milliseconds: that is confirmed first, and then the end and the closed session are
+        written in one transaction (the slot is free in the same commit that frees it). What is
+        left behind (a child that ignores the hang-up) is stopped by the clean-up engine.
+        """
         watched = self.running.pop(project.id, None)
+        target = self.target(project, reason=f"exited ({describe_exit(exit_code)})")
+        target.trusted_group = watched is not None or target.session is not None
+        open_session = project.session_closed_at is None and bool(project.session_name)
+        gone = open_session and not self.cleanups.busy(target.key) and self.cleaner.exited_and_gone(target)
         ended_here = False
         if project.status == ProjectStatus.PROCESSING:
             outcome = outcome_for_exit(exit_code)
@@ -186,7 +196,7 @@ class Watcher:
                     project.id, ProjectStatus.COMPLETED if exit_code == 0 else ProjectStatus.FAILED,
                     source=self.source, outcome=outcome, exit_code=exit_code,
                     error_message=None if exit_code == 0 else describe_exit(exit_code),
-                    expected=ProjectStatus.PROCESSING,
+                    expected=ProjectStatus.PROCESSING, close_session=gone,
                 )
                 ended_here = True
             except InvalidTransition:
@@ -204,21 +214,16 @@ class Watcher:
             log.info("project %s %s (%s) in session %s", project.id, project.status.value,
                      describe_exit(exit_code), project.session_name,
                      extra={"project_id": project.id, "session_name": project.session_name})
-        if project.session_closed_at is None and project.session_name:
-            self._settle(project, watched is not None)
+        if open_session and project.attempt == target.attempt:
+            if gone:
+                if not ended_here:
+                    self.store.close_session(project.id, target.name)
+                remove_run_files(self.settings, project.id, project.attempt)
+            elif not self.cleanups.busy(target.key):
+                self.cleanups.submit([target])
         if ended_here and project.status == ProjectStatus.FAILED:
             requeue_after_failure(self.store, project, source=self.source)
         return project
-
-    def _settle(self, project: Project, watched: bool) -> None:
-        """The command is gone, so its session closes by itself: confirm that in a few ms, or
-        stop what it left behind on a worker."""
-        target = self.target(project, reason=f"{project.status.value}: exited")
-        target.trusted_group = watched or target.session is not None
-        if self.cleanups.busy(target.key):
-            return
-        if target.session is None or not self.cleaner.settle_exit(target):
-            self.cleanups.submit([target])
 
     def end_running(self, project_id: int, status: ProjectStatus, *, outcome: Outcome,
                     message: str | None, reason: str) -> None:

@@ -668,11 +668,13 @@ class SqliteStore:
         expected: ProjectStatus | None = None,
         not_before: datetime | None = None,
         count_retry: bool = False,
+        close_session: bool = False,
     ) -> Project:
         """Apply one allowed status change (``UPDATE ... WHERE status IN (allowed)``).
 
         ``count_retry`` adds one to ``retry_count`` in the same statement: a retry is counted if
-        and only if it happened.
+        and only if it happened. ``close_session`` records in the same statement that the
+        project's session is gone (a command that exited by itself, its group and session gone).
         """
         allowed = {expected} if expected else set(predecessors(new))
         allowed &= set(predecessors(new))
@@ -680,6 +682,9 @@ class SqliteStore:
         params: list[Any] = [new.value, source]
         if count_retry:
             sets.append("retry_count = coalesce(CAST(retry_count AS INTEGER), 0) + 1")
+        if close_session:
+            sets.append("session_closed_at = coalesce(session_closed_at, ?)")
+            params.append(now_text())
         if new.is_terminal:
             sets += ["outcome = ?", "exit_code = coalesce(?, exit_code)", "completed_at = ?"]
             params += [outcome.value if outcome else None, exit_code, now_text()]
