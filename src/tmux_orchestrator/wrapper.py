@@ -22,14 +22,15 @@ no recorded code and the daemon reports the project ``lost``.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from tmux_orchestrator.config import Settings
+from tmux_orchestrator.home import replace_private
 from tmux_orchestrator.project import Project
+from tmux_orchestrator.redact import without_password
 
 
 def wrapper_script(settings: Settings, project: Project) -> str:
@@ -45,8 +46,8 @@ def wrapper_script(settings: Settings, project: Project) -> str:
     }
     if project.spec_path:
         env["TMO_SPEC_FILE"] = project.spec_path
-    if settings.database_url and not settings.database_url.startswith("sqlite"):
-        env["TMO_DATABASE_URL"] = settings.database_url
+    if settings.database_url:  # `tmo complete` in the pane finds the database, never its password
+        env["TMO_DATABASE_URL"] = without_password(settings.database_url)
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if is_env_name(k))
     q = shlex.quote
     tmp = f"{exit_path}.tmp"
@@ -56,6 +57,7 @@ trap : INT TERM
 {_command_line(project.command)}
 rc=$?
 printf 'exit %s %s %s\\n' {project.id} {project.attempt} "$rc" 1<> {q(str(settings.fifo_path))}
+umask 077; rm -f {q(tmp)}; set -C
 printf '%s\\n' "$rc" > {q(tmp)} && mv -f {q(tmp)} {q(str(exit_path))}
 exit "$rc"
 """
@@ -78,11 +80,10 @@ def _command_line(argv: list[str]) -> str:
 
 
 def write_wrapper(settings: Settings, project: Project) -> Path:
-    """Write the wrapper of the current attempt; returns its path."""
+    """Write the wrapper of the current attempt (0600, renamed into place: a link planted at its
+    path is replaced, never written through); returns its path."""
     path = settings.run_dir / f"{project.id}-{project.attempt}.sh"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(wrapper_script(settings, project))
+    replace_private(path, wrapper_script(settings, project))
     return path
 
 
