@@ -19,23 +19,32 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 from tmux_orchestrator.errors import UsageError
 
 #: C0 controls, DEL, C1 controls, and lone surrogates (undecodable bytes): never printed raw.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNPRINTABLE = "[\x00-\x1f\x7f-\x9f\ud800-\udfff]"
 #: What a command argument may not hold: the same, except tab and newline.
-_COMMAND_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_COMMAND_BAD = "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]"
+_SURROGATE = "[\ud800-\udfff]"
 
 
-def _problem(text: str, bad: re.Pattern[str]) -> str | None:
-    """What is wrong with ``text`` under ``bad``, or None."""
+@cache
+def _pattern(text: str) -> re.Pattern[str]:
+    # Compiled on first use: `tmo list` imports this module and seldom needs any of them.
+    return re.compile(text)
+
+
+def _problem(text: str, bad: str) -> str | None:
+    """What is wrong with ``text`` under the pattern ``bad``, or None."""
+    if text.isprintable():  # no control character, no surrogate: the common case, in C
+        return None
     if "\x00" in text:
         return "contains a NUL byte"
-    if _SURROGATE.search(text):
+    if _pattern(_SURROGATE).search(text):
         return "is not valid UTF-8"
-    match = bad.search(text)
+    match = _pattern(bad).search(text)
     if match:
         return f"contains a control character ({safe_text(match.group())})"
     return None
@@ -64,7 +73,7 @@ def check_env(env: Mapping[str, str]) -> None:
     for key, value in env.items():
         if "\x00" in value:
             raise UsageError(f"environment variable {safe_text(key)}: the value contains a NUL byte")
-        if _SURROGATE.search(value):
+        if _pattern(_SURROGATE).search(value):
             raise UsageError(f"environment variable {safe_text(key)}: the value is not valid UTF-8")
 
 
@@ -97,6 +106,7 @@ def safe_text(text: str) -> str:
     """``text`` fit for a terminal: control characters and undecodable bytes become visible escapes
     (``\\x1b``, ``\\n``, ``\\xff``), so stored text can neither inject escape sequences nor break a
     line-per-row table."""
-    if _UNPRINTABLE.search(text) is None:
+    if text.isprintable():  # the common case, without a regular expression
         return text
-    return _UNPRINTABLE.sub(_escape, text)
+    pattern = _pattern(_UNPRINTABLE)
+    return text if pattern.search(text) is None else pattern.sub(_escape, text)

@@ -333,7 +333,7 @@ def test_4_a_marker_link_is_not_read_as_a_marker(tmo: Tmo, daemon: DaemonControl
 
 
 @pytest.mark.xfail(strict=True, reason="scrollbacks are written in orchestrator.py's clean-up code (being "
-                   "restructured on another branch); it must use home.write_private")
+                   "restructured on another branch); it must use home.replace_private")
 def test_4_a_scrollback_link_is_not_written_through(tmo: Tmo, daemon: DaemonControl, tmp_path: Path) -> None:
     victims = tmp_path / "victims"
     victims.mkdir()
