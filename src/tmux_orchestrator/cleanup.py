@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import OrchestratorError, TmuxError
-from tmux_orchestrator.home import write_private
+from tmux_orchestrator.home import replace_private
 from tmux_orchestrator.processes import (
     group_alive,
     group_exists,
@@ -169,6 +169,7 @@ class Cleaner:
         held = self._claim(targets, ttl=grace + CONFIRM_WAIT + CLAIM_MARGIN)
         if not held:
             return []
+        self._look(held)
         held = self._save(held)
         held = self._signal(held, grace)
         self._kill_sessions([t for t, _ in held])
@@ -215,6 +216,21 @@ class Cleaner:
         stages = self.store.claim_cleanup(claims, owner=self.owner, ttl=ttl, owner_gone=owner_gone)
         return [(t, stages[t.key]) for t in targets if t.key in stages]
 
+    def _look(self, held: list[tuple[Target, str]]) -> None:
+        """Keep a target's session only if the server lists it now with the same instance, ``$id``
+        and name: capturing or killing by ``$id`` alone could hit another project's session on a
+        restarted server, where tmux numbers sessions from ``$0`` again."""
+        if not any(t.session is not None for t, _ in held):
+            return
+        try:
+            listed = {s.key: s for s in self.server.list_all()}
+        except TmuxError as exc:
+            log.warning("cannot list sessions before a clean-up: %s", exc)
+            return
+        for target, _ in held:
+            if target.session is not None:
+                target.session = listed.get(target.session.key)
+
     def _save(self, held: list[tuple[Target, str]]) -> list[tuple[Target, str]]:
         """Save the scrollback of every live session not saved yet; each saved or failed backup is
         an event written with the claim's move to ``saved``."""
@@ -244,7 +260,7 @@ class Cleaner:
         path = self.backup_path(target)
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_private(path, text)
+            replace_private(path, text)  # a planted link is replaced, never written through
         except OSError as exc:
             log.warning("scrollback of %s not saved to %s: %s", target.name, path, exc,
                         extra=_extra(target))

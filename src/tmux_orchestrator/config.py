@@ -17,6 +17,7 @@ import platformdirs
 
 from tmux_orchestrator.durations import parse_duration
 from tmux_orchestrator.errors import ConfigError
+from tmux_orchestrator.home import check_home, ensure_home, read_config
 
 #: Unix socket paths longer than this do not fit ``sockaddr_un`` on every platform (104 on macOS).
 _MAX_SOCKET_PATH = 100
@@ -156,11 +157,23 @@ class Settings:
         """``$TMO_DONE_FILE`` of a project."""
         return self.run_dir / f"{project_id}.done"
 
+    @property
+    def socket_dir_private(self) -> bool:
+        """True when the socket is not in the home (the ``tmo-<uid>`` fallback or ``TMO_TMUX_SOCKET``):
+        its directory must then be closed to other users altogether, as tmux requires of its own."""
+        return self.socket_path.parent != self.home.absolute()
+
+    def check_dirs(self) -> bool:
+        """Check the home and its subdirectories without creating or changing anything (read
+        commands); False when there is no home. Raises :class:`UnsafePath` for one that others own
+        or may write (``docs/security.md``)."""
+        return check_home(self.home, (self.logs_dir, self.run_dir))
+
     def ensure_dirs(self) -> None:
-        """Create the home and its subdirectories (private to the user)."""
+        """Create the home and its subdirectories (0700), refuse them if others own or may write
+        them, and make them private if others may read them."""
         try:
-            for path in (self.home, self.logs_dir, self.run_dir):
-                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ensure_home(self.home, (self.logs_dir, self.run_dir))
             if not os.access(self.home, os.R_OK | os.W_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied", str(self.home))
         except OSError as exc:
@@ -177,7 +190,8 @@ def load_settings(home: Path | str | None = None, database_url: str | None = Non
     """Build :class:`Settings`; explicit arguments win over ``TMO_*`` variables and config.toml."""
     home_path = Path(home).expanduser() if home else default_home()
     settings = Settings(home=home_path.absolute())
-    values = _read_config_file(settings.config_path)
+    # The home is checked before config.toml is read: its hooks run commands (docs/security.md).
+    values = _read_config_file(settings.config_path) if settings.check_dirs() else {}
     known = {f.name: f for f in fields(Settings)}
     for key, raw in values.items():
         if key in ("home", "extra") or key not in known:
@@ -216,14 +230,15 @@ _DELIVERY_KEYS = {"hooks", "webhooks", "smtp", "emails", "hook_concurrency", "me
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except (FileNotFoundError, NotADirectoryError):
-        return {}  # no config file; an unusable home is reported by ensure_dirs()
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid config file {path}: {exc}; fix or remove it") from exc
+        data = read_config(path)  # refuses a link or a file others own or may write
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if data is None:
+        return {}  # no config file; an unusable home is reported by ensure_dirs()
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"invalid config file {path}: {exc}; fix or remove it") from exc
 
 
 def _coerce(name: str, raw: Any, kind: Any, where: object) -> Any:

@@ -26,7 +26,6 @@ import logging
 import os
 import selectors
 import signal
-import stat
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -36,6 +35,7 @@ from tmux_orchestrator import __version__
 from tmux_orchestrator.boot import boot_id
 from tmux_orchestrator.cleanup import Cleaner, CleanupQueue
 from tmux_orchestrator.errors import OrchestratorError
+from tmux_orchestrator.home import open_fifo
 from tmux_orchestrator.launch import LAUNCH_BATCH, Launcher
 from tmux_orchestrator.lease import DaemonLease
 from tmux_orchestrator.lock import DaemonLock
@@ -248,15 +248,9 @@ class Daemon:
 
     # -- the FIFO ------------------------------------------------------------------------------
     def _open_fifo(self) -> None:
-        path = self.settings.fifo_path
-        try:
-            if not stat.S_ISFIFO(os.lstat(path).st_mode):
-                os.unlink(path)
-                os.mkfifo(path, 0o600)
-        except FileNotFoundError:
-            os.mkfifo(path, 0o600)
-        # O_RDWR: the open never blocks and the FIFO never reports EOF when writers come and go.
-        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # O_RDWR: the open never blocks and the FIFO never reports EOF when writers come and go;
+        # whatever else stands at its path (a planted link) is removed, never followed.
+        fd = open_fifo(self.settings.fifo_path)
         if self._fifo_fd >= 0:
             if self._selector is not None:
                 self._selector.unregister(self._fifo_fd)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tmux_orchestrator.durations import format_duration
@@ -41,6 +42,7 @@ from tmux_orchestrator.hooks import (
 )
 from tmux_orchestrator.notify import EmailSpec, SmtpSettings, email_delay, send_email
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
+from tmux_orchestrator.redact import add_secret, redact
 from tmux_orchestrator.stats import write_end_detection
 from tmux_orchestrator.store import open_store
 from tmux_orchestrator.store.base import Event
@@ -74,6 +76,27 @@ class DeliveryConfig:
     hook_concurrency: int = 4
     #: ``ADDRESS:PORT`` to serve metrics on (``metrics = "..."``; the ``--metrics`` flag wins).
     metrics: str | None = None
+
+    def with_secrets(self, environ: Mapping[str, str]) -> DeliveryConfig:
+        """Read ``secret_env``/``password_env`` from ``environ``: only the daemon does, so every other
+        command works in a shell without them. Raises :class:`ConfigError` naming a missing one.
+        Every secret is also hidden from then on in log lines and delivery events (``redact``)."""
+        webhooks = tuple(w.with_secret(environ) for w in self.webhooks)
+        smtp = self.smtp.with_password(environ) if self.smtp is not None else None
+        for webhook in webhooks:
+            for secret in webhook.secrets():
+                add_secret(secret)
+        if smtp is not None:
+            add_secret(smtp.password)
+        return replace(self, webhooks=webhooks, smtp=smtp)
+
+
+def check_delivery_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """Fail (:class:`ConfigError`) before a daemon starts if a secret its delivery needs is not set."""
+    try:
+        load_delivery(settings.extra).with_secrets(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.config_path}: {exc}") from exc
 
 
 def load_delivery(extra: Mapping[str, Any]) -> DeliveryConfig:
@@ -370,7 +393,7 @@ class Dispatcher:
                  config: DeliveryConfig | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.config = config or load_delivery(settings.extra)
+        self.config = (config or load_delivery(settings.extra)).with_secrets(os.environ)
         self.store: SqliteStore = open_store(settings)
         self.stopping = threading.Event()
         self.start_id = 0
@@ -388,8 +411,9 @@ class Dispatcher:
 
     def start(self) -> Dispatcher:
         """Serve metrics (if asked), then start the poller and every channel."""
-        self.metrics.attach(self.store, OrchestratorServer(Tmux(self.settings.socket_path),
-                                                           self.settings.owner_tag))
+        tmux = Tmux(self.settings.socket_path, owner_mark=self.settings.owner_tag,
+                    private_dir=self.settings.socket_dir_private)
+        self.metrics.attach(self.store, OrchestratorServer(tmux, self.settings.owner_tag))
         self.metrics.serve()
         if self.metrics.url:
             self.store.set_setting("daemon.metrics_url", self.metrics.url)
@@ -455,7 +479,7 @@ class Dispatcher:
     def record(self, kind: str, event: Event, message: str) -> None:
         """Write a delivery event about ``event`` and wake the channels (our own writes do not
         move our connection's ``data_version``)."""
-        self.store.append_event(kind, source="daemon", project=_about(event), message=message)
+        self.store.append_event(kind, source="daemon", project=_about(event), message=redact(message))
         self._dirty.set()
         self._bump()
 

@@ -39,6 +39,17 @@ class ConfigError(OrchestratorError):
     exit_code = 2
 
 
+class UnsafePath(ConfigError):
+    """A directory or file of the home (or the database, or the tmux socket directory) is not private
+    to the user: owned by someone else, writable by others, or a symbolic link. Nothing in it was read
+    or written; the message says how to fix it."""
+
+
+class ForeignServer(ConfigError):
+    """The tmux server on the socket was not started by this home (no ``@tmo_home`` mark), or its
+    socket is not the user's. Nothing was sent to it."""
+
+
 class ProjectNotFound(OrchestratorError):
     """No project has the given id."""
 
@@ -59,6 +70,10 @@ class InvalidTransition(OrchestratorError):
 
 class StoreError(OrchestratorError):
     """The database could not be opened or used."""
+
+
+class NoDatabase(StoreError):
+    """The database does not exist, and the command is one that creates nothing (a read command)."""
 
 
 class SchemaTooNew(StoreError):
@@ -112,6 +127,11 @@ class SessionNotFound(TmuxError):
 
 class DuplicateSession(TmuxError):
     """A session with that name already exists."""
+
+
+class UnsafeLogFile(TmuxError):
+    """A project's log file is a symbolic link or not the user's: its session is not started (a
+    spawn error), so tmux never appends to whatever the link points at."""
 
 
 class NotOwned(TmuxError):

@@ -11,6 +11,7 @@ A hook is a ``[[hooks]]`` table of ``$TMO_HOME/config.toml``::
     project_names = ["build-*"]           # ... or projects whose name matches one of these globs
     timeout = "30s"                       # then its process group is killed
     env = { CHANNEL = "ops" }             # added to its environment
+    pass_env = ["MATRIX_TOKEN"]           # variables of the daemon's environment it also gets
     max_attempts = 1                      # runs per event before it counts as failed
     max_runs = 20                         # circuit breaker: runs per project ...
     max_runs_window = "10m"               # ... within this window
@@ -37,7 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from tmux_orchestrator.durations import parse_duration
+from tmux_orchestrator.environment import base_environment
 from tmux_orchestrator.errors import ConfigError
+from tmux_orchestrator.home import user_umask
+from tmux_orchestrator.redact import without_password
 from tmux_orchestrator.store.base import Event
 
 #: Kinds the dispatcher itself records. Hooks never run on them; a failure to deliver one of them
@@ -230,9 +234,11 @@ class HookSpec:
     max_attempts: int = 1
     max_runs: int = 20
     max_runs_window: float = 600.0
+    #: Variables of the daemon's environment passed on (a hook gets only the base environment).
+    pass_env: tuple[str, ...] = ()
 
     KEYS = ROUTE_KEYS | {
-        "name", "command", "timeout", "env", "max_attempts", "max_runs", "max_runs_window",
+        "name", "command", "timeout", "env", "max_attempts", "max_runs", "max_runs_window", "pass_env",
     }
 
     @property
@@ -263,6 +269,7 @@ class HookSpec:
             max_attempts=table.number("max_attempts", 1, minimum=1),
             max_runs=table.number("max_runs", 20, minimum=1),
             max_runs_window=table.duration("max_runs_window", 600.0),
+            pass_env=tuple(table.strings("pass_env")),
         )
 
     def wants(self, event: Event) -> bool:
@@ -279,14 +286,18 @@ class HookSpec:
 
 
 def hook_environment(spec: HookSpec, event: Event, *, home: Path, database_url: str) -> dict[str, str]:
-    """The environment of a hook run: ours, ``TMO_EVENT_*``, ``TMO_HOME``, ``TMO_HOOK=1``, its env."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TMO_PROJECT_ID", "TMO_DONE_FILE")}
+    """The environment of a hook run, chosen, not the daemon's (which may hold its secrets): the base
+    environment (:mod:`tmux_orchestrator.environment`), the variables its ``pass_env`` names,
+    ``TMO_EVENT_*``, ``TMO_HOME``, ``TMO_DATABASE_URL`` without a password, ``TMO_HOOK=1``, its env."""
+    env = base_environment()
+    env.update({k: os.environ[k] for k in spec.pass_env if k in os.environ})
     payload = event_payload(event)
     for name in EVENT_FIELDS:
         value = payload.get(name)
         env[f"TMO_EVENT_{name.upper()}"] = "" if value is None else str(value)
     env["TMO_HOME"] = str(home)
-    env["TMO_DATABASE_URL"] = database_url
+    # `tmo` in a hook finds the database; a password stays out (a PostgreSQL client reads ~/.pgpass)
+    env["TMO_DATABASE_URL"] = without_password(database_url)
     env["TMO_HOOK"] = "1"
     env["TMO_HOOK_NAME"] = spec.name
     env.update(spec.env)
@@ -324,6 +335,7 @@ def run_hook(
         proc = subprocess.Popen(
             list(spec.argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, cwd=str(cwd), env=dict(env), start_new_session=True,
+            umask=user_umask(),  # what a hook writes is the user's, not tmo's private files
         )
     except OSError as exc:
         return HookResult(False, f"cannot run {spec.argv[0]}: {exc.strerror or exc}", "",

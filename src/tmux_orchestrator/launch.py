@@ -121,6 +121,8 @@ class Launcher:
             raise CannotRun(f"directory {path} does not exist")
         assert project.session_name is not None
         try:
+            # A marker left from an earlier attempt (or planted) must not end this one at once.
+            self.settings.marker_path(project.id).unlink(missing_ok=True)
             self.settings.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             script = write_wrapper(self.settings, project)
         except UnicodeEncodeError as exc:

@@ -3,6 +3,9 @@
 The kernel drops an flock when its holder dies, even by SIGKILL, so a crashed daemon never blocks
 the next start. The lock file is never unlinked: unlinking a file another process may hold locked
 lets a third process lock a new inode (the original scheduler's bug, ``origin-lessons.md`` 5.7).
+Nor is it ever truncated or followed: it is opened with ``O_NOFOLLOW``, must be a regular file of
+ours, and the pid is written over its first bytes (``pwrite``), so a link planted in its place can
+neither be written through nor make us cut another file short.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import os
 from pathlib import Path
 
 from tmux_orchestrator.errors import DaemonAlreadyRunning
+from tmux_orchestrator.home import open_owned, open_private, read_private
+
+#: Characters the pid is padded to (a 64-bit pid has at most 19 digits).
+_PID_WIDTH = 19
 
 
 class DaemonLock:
@@ -22,15 +29,18 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`DaemonAlreadyRunning` naming the holder's pid."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Take the lock or raise :class:`DaemonAlreadyRunning` naming the holder's pid.
+
+        Raises :class:`UnsafePath` for a lock file that is a link or not a regular file of ours.
+        """
+        fd = open_owned(self.path, os.O_RDWR | os.O_CREAT, "lock file")  # no link; 0600; ours
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise DaemonAlreadyRunning(self.holder_pid(), str(self.path)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # Padded over the first bytes, never truncated: a longer old pid leaves no digits behind.
+        os.pwrite(fd, f"{os.getpid():<{_PID_WIDTH}}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -42,9 +52,10 @@ class DaemonLock:
     def holder_pid(self) -> int | None:
         """Pid written by the current or last holder."""
         try:
-            text = self.path.read_text().strip()
+            data = read_private(self.path, limit=_PID_WIDTH + 1)
         except OSError:
             return None
+        text = (data or b"").decode("ascii", "replace").strip()
         return int(text) if text.isdigit() else None
 
     def is_held(self) -> bool:
@@ -52,9 +63,11 @@ class DaemonLock:
         if self._fd is not None:
             return True
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_private(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return False
+        except OSError:
+            return False  # a link or an unreadable file: not a lock any daemon of ours holds
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,12 +1,22 @@
-"""Logging set-up for the daemon: ``scheduler.log`` (rotating) and stderr."""
+"""Logging set-up for the daemon: ``scheduler.log`` (rotating) and stderr.
+
+``scheduler.log`` and its rotated files are private (0600) and never opened through a link, and every
+line is passed through :func:`~tmux_orchestrator.redact.redact` (no password of a URL, no known secret).
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
+import os
+import stat
 import sys
 from pathlib import Path
+
+from tmux_orchestrator.home import open_append
+from tmux_orchestrator.redact import redact
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,6 +37,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Formats with another formatter, then hides credentials (:func:`redact`)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file opened 0600 without following links (rotation renames keep the mode)."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = open_append(self.baseFilename, "log file")
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def _tighten_rotated(log_file: Path) -> None:
+    """Make rotated files of older versions (created with the umask) private."""
+    for path in log_file.parent.glob(f"{log_file.name}.*"):
+        try:
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_mode & 0o077:
+                os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+        except OSError:
+            continue
+
+
 def setup_logging(log_file: Path, *, level: str = "INFO", json_lines: bool = False,
                   stderr: bool = True) -> None:
     """Send the package's log records to ``log_file`` (10 MB x 5 files) and stderr."""
@@ -35,10 +75,11 @@ def setup_logging(log_file: Path, *, level: str = "INFO", json_lines: bool = Fal
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    formatter: logging.Formatter = (
+    formatter: logging.Formatter = RedactingFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     )
-    file_handler = logging.handlers.RotatingFileHandler(
+    _tighten_rotated(log_file)
+    file_handler = PrivateRotatingFileHandler(
         log_file, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
     )
     file_handler.setFormatter(formatter)

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.hooks import ROUTE_KEYS, Route, TableReader, event_payload, render, summarize
 from tmux_orchestrator.store.base import Event
+from tmux_orchestrator.wrapper import is_env_name
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -55,6 +57,8 @@ class SmtpSettings:
     starttls: bool = False
     ssl: bool = False
     timeout: float = 30.0
+    #: The variable ``password`` comes from; resolved by the daemon only (:meth:`with_password`).
+    password_env: str | None = None
 
     KEYS = {"host", "port", "from", "username", "password", "password_env", "starttls", "ssl", "timeout"}
 
@@ -64,10 +68,8 @@ class SmtpSettings:
         table = TableReader(raw, "[smtp]", cls.KEYS)
         password = table.text("password")
         password_env = table.text("password_env")
-        if password_env:
-            password = os.environ.get(password_env)
-            if password is None:
-                raise ConfigError(f"[smtp] password_env names {password_env}, which is not set")
+        if password_env and not is_env_name(password_env):
+            raise table.error("password_env", "the name of an environment variable")
         use_ssl = table.flag("ssl")
         starttls = table.flag("starttls")
         if use_ssl and starttls:
@@ -82,7 +84,19 @@ class SmtpSettings:
             starttls=starttls,
             ssl=use_ssl,
             timeout=table.duration("timeout", 30.0),
+            password_env=password_env,
         )
+
+    def with_password(self, environ: Mapping[str, str]) -> SmtpSettings:
+        """These settings with ``password_env`` read from ``environ`` (the daemon's environment);
+        raises :class:`ConfigError` when it is not set."""
+        if not self.password_env:
+            return self
+        password = environ.get(self.password_env)
+        if password is None:
+            raise ConfigError(f"[smtp] password_env names {self.password_env}, which is not set in "
+                              "the daemon's environment")
+        return replace(self, password=password)
 
 
 @dataclass(frozen=True)

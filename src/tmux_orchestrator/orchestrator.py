@@ -23,6 +23,7 @@ from tmux_orchestrator.errors import (
     TmuxError,
     UsageError,
 )
+from tmux_orchestrator.inputs import check_project, check_text
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.reconcile import SessionRow, classify, find_session, is_ours
 from tmux_orchestrator.retries import MAX_RETRY_DELAY, RETRYABLE, requeue_after_failure
@@ -57,11 +58,17 @@ class Orchestrator:
         home: Path | str | None = None,
         database_url: str | None = None,
         source: str | None = None,
+        create: bool = True,
     ) -> None:
         self.settings = settings or load_settings(home, database_url)
-        self.settings.ensure_dirs()
-        self.store = open_store(self.settings)
-        self.tmux = Tmux(self.settings.socket_path)
+        # create=False (read and diagnostic commands): make nothing, fail on a missing database.
+        if create:
+            self.settings.ensure_dirs()
+        else:
+            self.settings.check_dirs()
+        self.store = open_store(self.settings, create=create)
+        self.tmux = Tmux(self.settings.socket_path, owner_mark=self.settings.owner_tag,
+                         private_dir=self.settings.socket_dir_private)
         self.server = OrchestratorServer(self.tmux, self.settings.owner_tag)
         #: Session operations restricted to sessions this orchestrator owns.
         self.tmux_manager = TmuxSessionManager(self.server, self._stop_sessions)
@@ -163,13 +170,11 @@ class Orchestrator:
         argv = [str(a) for a in command]
         if not argv or not argv[0].strip():
             raise UsageError("missing command: give it after `--`, e.g. tmo add -- claude -p spec.md")
-        for number, word in enumerate(argv, start=1):
-            try:
-                word.encode("utf-8")
-            except UnicodeEncodeError:
-                raise UsageError(f"argument {number} of the command is not valid UTF-8; "
-                                 "pass text, or write the bytes in a script and run that") from None
+        check_project(argv, name=str(name), env={str(k): str(v) for k, v in dict(env or {}).items()},
+                      project_path=None if project_path is None else str(project_path),
+                      spec_path=None if spec_path is None else str(spec_path))
         directory = Path(project_path).expanduser() if project_path else Path.cwd()
+        check_text(str(directory), "the directory (--dir)")  # the current one may be hostile too
         if not directory.is_dir():
             raise UsageError(f"directory {directory} does not exist; pass an existing --dir")
         spec: Path | None = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import DaemonAlreadyRunning, DaemonError, DaemonNotRunning
+from tmux_orchestrator.home import open_append, open_private, user_umask
 from tmux_orchestrator.lock import DaemonLock
 
 
@@ -49,16 +50,20 @@ def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout:
     if pid is not None:
         raise DaemonAlreadyRunning(pid, str(settings.lock_path))
     settings.ensure_dirs()
+    from tmux_orchestrator.dispatch import check_delivery_secrets  # imports the delivery modules
+
+    check_delivery_secrets(settings)  # the daemon gets our environment: say it here, not in a log
     read_fd, write_fd = os.pipe()
     argv = [sys.executable, "-m", "tmux_orchestrator", "--home", str(settings.home),
             "daemon", "run", "--ready-fd", str(write_fd), "--quiet"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     out_path = settings.home / "daemon.out"
-    with open(out_path, "ab") as out:
+    with os.fdopen(open_append(out_path, "daemon output file"), "ab") as out:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(write_fd,),
             start_new_session=True, env={**os.environ, "TMO_DATABASE_URL": settings.database_url},
+            umask=user_umask(),  # the daemon makes its own files private; projects get this one
         )
     os.close(write_fd)
     try:
@@ -96,9 +101,12 @@ def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
 
 def _tail(path: Path, lines: int = 3) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        with os.fdopen(open_private(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 65536))
+            data = fh.read()
     except OSError:
         return "no output"
+    text = data.decode(errors="replace").strip().splitlines()
     return " | ".join(text[-lines:]) or "no output"
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from tmux_orchestrator.cleanup import Cleaner, CleanupQueue, Target, remove_run_files
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound
-from tmux_orchestrator.home import read_private
+from tmux_orchestrator.home import read_marker
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
 from tmux_orchestrator.retries import requeue_after_failure
 from tmux_orchestrator.store.sqlite import SqliteStore
@@ -326,17 +326,12 @@ class Watcher:
         self._run_dir_mtime = mtime
         for project_id in list(self.running):
             path = self.settings.marker_path(project_id)
-            try:
-                data = read_private(path, limit=65536)
-            except OSError as exc:  # a link or a directory where the marker goes: not a marker
-                log.warning("project %s: ignoring marker %s: %s", project_id, path, exc,
-                            extra={"project_id": project_id, "session_name": None})
-                continue
-            if data is None:
+            text = read_marker(path)  # a link or anything but a file of ours is no marker
+            if text is None:
                 continue
             ended_at = self.metrics.file_time(path)
             path.unlink(missing_ok=True)
-            marker = parse_marker(data.decode(errors="replace"))
+            marker = parse_marker(text)
             self.end_running(
                 project_id, ProjectStatus.COMPLETED if marker.success else ProjectStatus.FAILED,
                 outcome=Outcome.MARKER, message=marker.message if not marker.success else None,

@@ -7,7 +7,7 @@ A webhook is a ``[[webhooks]]`` table of ``$TMO_HOME/config.toml``::
     url = "https://example.com/tmo"
     on = ["*"]                            # event kinds, or ["*"]
     secret = "s3cret"                     # optional: X-Tmo-Signature: sha256=<HMAC-SHA256 of the body>
-    # secret_env = "TMO_WEBHOOK_SECRET"   # or read the secret from this variable
+    # secret_env = "TMO_WEBHOOK_SECRET"   # or read it from this variable of the daemon's environment
     timeout = "10s"                       # per attempt
     max_attempts = 5                      # then a webhook_failed event, and on to the next event
     backoff = "1s"                        # delay before the 2nd attempt, doubled each time (max 5m)
@@ -23,22 +23,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
+import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from tmux_orchestrator import __version__
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.hooks import ROUTE_KEYS, Route, TableReader, event_payload, render
 from tmux_orchestrator.store.base import Event
+from tmux_orchestrator.wrapper import is_env_name
 
 if TYPE_CHECKING:
     import urllib.request
 
 #: Longest delay between two attempts, whatever ``backoff`` and the attempt number say.
 MAX_BACKOFF = 300.0
+#: Headers whose values are credentials (kept out of logs and events).
+_CREDENTIAL_HEADER = re.compile(r"auth|token|key|secret|pass|cookie|signature", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class WebhookSpec:
     backoff: float = 1.0
     headers: Mapping[str, str] = field(default_factory=dict)
     template: str | None = None
+    #: The variable ``secret`` comes from; resolved by the daemon only (:meth:`with_secret`), so
+    #: other commands work in a shell without it and it never reaches a pane.
+    secret_env: str | None = None
 
     KEYS = ROUTE_KEYS | {
         "name", "url", "secret", "secret_env", "timeout", "max_attempts", "backoff", "headers",
@@ -72,7 +78,8 @@ class WebhookSpec:
         if self.name:
             return self.name
         parts = urllib.parse.urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}/..."
+        host = parts.netloc.rpartition("@")[2]  # never the user:password of the URL
+        return f"{parts.scheme}://{host}/..."
 
     @property
     def cursor_key(self) -> str:
@@ -90,12 +97,11 @@ class WebhookSpec:
             raise table.error("url", "an http:// or https:// URL")
         secret = table.text("secret")
         secret_env = table.text("secret_env")
-        if secret_env:
-            secret = os.environ.get(secret_env)
-            if not secret:
-                raise ConfigError(f"{table.where}: secret_env names {secret_env}, which is not set")
+        if secret_env and not is_env_name(secret_env):
+            raise table.error("secret_env", "the name of an environment variable")
         return cls(
             url=url,
+            secret_env=secret_env,
             route=Route.read(table),
             name=table.text("name"),
             secret=secret,
@@ -105,6 +111,24 @@ class WebhookSpec:
             headers=table.mapping("headers"),
             template=table.text("template"),
         )
+
+    def with_secret(self, environ: Mapping[str, str]) -> WebhookSpec:
+        """This webhook with its ``secret_env`` read from ``environ`` (the daemon's environment);
+        raises :class:`ConfigError` when it is not set."""
+        if not self.secret_env:
+            return self
+        secret = environ.get(self.secret_env)
+        if not secret:
+            raise ConfigError(f"webhook {self.label}: secret_env names {self.secret_env}, which is not "
+                              "set in the daemon's environment")
+        return replace(self, secret=secret)
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line or an event: the secret, credential headers."""
+        parts = urllib.parse.urlsplit(self.url)
+        found = [self.secret or "", parts.username or "", parts.password or ""]  # errors may quote them
+        found += [v for k, v in self.headers.items() if _CREDENTIAL_HEADER.search(k)]
+        return [v for v in found if v]
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

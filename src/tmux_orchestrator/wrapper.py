@@ -25,14 +25,15 @@ no recorded code and the daemon reports the project ``lost``.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from tmux_orchestrator.config import Settings
+from tmux_orchestrator.home import read_private, replace_private
 from tmux_orchestrator.project import Project
+from tmux_orchestrator.redact import without_password
 
 
 def wrapper_script(settings: Settings, project: Project) -> str:
@@ -48,17 +49,18 @@ def wrapper_script(settings: Settings, project: Project) -> str:
     }
     if project.spec_path:
         env["TMO_SPEC_FILE"] = project.spec_path
-    if settings.database_url and not settings.database_url.startswith("sqlite"):
-        env["TMO_DATABASE_URL"] = settings.database_url
+    if settings.database_url:  # `tmo complete` in the pane finds the database, never its password
+        env["TMO_DATABASE_URL"] = without_password(settings.database_url)
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if is_env_name(k))
     q = shlex.quote
     started = settings.started_path(project.id, project.attempt)
     return f"""# tmux-orchestrator wrapper: project {project.id}, attempt {project.attempt}
 trap : INT TERM
 {exports}
-: > {q(str(started))}
+set -C; printf '' > {q(str(started))}; set +C
 {_command_line(project.command)}
 rc=$?
+umask 077; set -C
 printf '%s\\n' "$rc" > {q(str(exit_path))}
 printf 'exit %s %s %s\\n' {project.id} {project.attempt} "$rc" 1<> {q(str(settings.fifo_path))}
 exit "$rc"
@@ -82,11 +84,10 @@ def _command_line(argv: list[str]) -> str:
 
 
 def write_wrapper(settings: Settings, project: Project) -> Path:
-    """Write the wrapper of the current attempt; returns its path."""
+    """Write the wrapper of the current attempt (0600, renamed into place: a link planted at its
+    path is replaced, never written through); returns its path."""
     path = settings.run_dir / f"{project.id}-{project.attempt}.sh"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(wrapper_script(settings, project))
+    replace_private(path, wrapper_script(settings, project))
     return path
 
 
@@ -110,9 +111,10 @@ def parse_fifo_line(line: str) -> ExitMessage | None:
 def read_exit_file(path: Path) -> int | None:
     """The exit code the wrapper left in ``path``, or None if there is none (yet)."""
     try:
-        text = path.read_text().strip()
+        data = read_private(path, limit=64)  # never through a planted link
     except OSError:
         return None
+    text = (data or b"").decode(errors="replace").strip()
     return int(text) if _INTEGER.fullmatch(text) else None
 
 

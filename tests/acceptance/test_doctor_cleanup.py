@@ -44,7 +44,10 @@ def test_cleanup_kills_an_owned_orphan_and_spares_untagged_and_foreign_sessions(
 ) -> None:
     settings = load_settings(tmo.home)
     assert settings.socket_path == tmo.socket_path
+    tmo.ok("pause")  # creates the database: read commands (cleanup --dry-run) create nothing
+    # this home's server (it carries the home's @tmo_home mark) with a stray owned session
     made = tmo.tmux("new-session", "-d", "-s", "stray", "sleep", "600", ";",
+                    "set-option", "-s", "@tmo_home", settings.owner_tag, ";",
                     "set-option", "-t", "=stray:", "@tmo_owner", settings.owner_tag)
     assert made.returncode == 0, made.stderr
     made = tmo.tmux("new-session", "-d", "-s", "untagged", "sleep", "600")

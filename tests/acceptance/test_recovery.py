@@ -194,7 +194,7 @@ def test_not_a_database_is_refused_and_left_alone(home: Home) -> None:
 
 
 def test_newer_schema_is_refused(home: Home) -> None:
-    home.tmo("list")
+    home.tmo("pause")  # creates the database (read commands create nothing)
     with sqlite3.connect(home.path / "tmo.db") as conn:
         conn.execute("PRAGMA user_version = 99")
     result = home.tmo("list", check=False)

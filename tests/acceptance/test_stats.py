@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from acceptance.support import DaemonControl, Tmo
+from tmux_orchestrator.config import load_settings
+from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.testing import retry_until
 
 
@@ -40,6 +42,10 @@ def test_stats_summarize_a_finished_queue_after_the_daemon_stopped(tmo: Tmo, dae
 
 
 def test_stats_on_an_empty_home_say_there_is_nothing_yet(tmo: Tmo) -> None:
+    result = tmo("stats")  # no database yet: said, and none created
+    assert result.returncode == 1 and "no database at" in result.stderr
+    assert not (tmo.home / "tmo.db").exists()
+    Orchestrator(load_settings(tmo.home)).close()  # an empty database
     data = tmo.json("stats")
     assert data["starts"] == 0 and data["ends"] == {} and data["events"] == 0
     assert data["handoff_seconds"] == {"samples": 0, "median": None, "p99": None}

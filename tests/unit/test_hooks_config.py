@@ -77,7 +77,10 @@ password_env = "TEST_SMTP_PASSWORD"
 on = ["failed"]
 to = "ops@example.com"
 """)
-    config = load_delivery(extra)
+    # password_env is read by the daemon only (with_secrets), not when the config is loaded
+    unresolved = load_delivery(extra).smtp
+    assert unresolved is not None and unresolved.password is None
+    config = load_delivery(extra).with_secrets({"TEST_SMTP_PASSWORD": "pw"})
     webhook, email, smtp = config.webhooks[0], config.emails[0], config.smtp
     assert webhook.cursor_key == "cursor.webhook.http://127.0.0.1:9/hook"
     assert (webhook.secret, webhook.max_attempts, webhook.backoff) == ("s3cret", 3, 0.25)
@@ -100,7 +103,7 @@ to = "ops@example.com"
     ('hooks = "x"', "[[hooks]] tables"),
     ('hook_concurrency = 0', "hook_concurrency"),
     ('[[webhooks]]\nurl = "ftp://x"\non = ["*"]', "http:// or https://"),
-    ('[[webhooks]]\nurl = "http://x"\non = ["*"]\nsecret_env = "TMO_NOT_SET_ANYWHERE"', "not set"),
+    ('[[webhooks]]\nurl = "http://x"\non = ["*"]\nsecret_env = "not a name"', "environment variable"),
     ('[[emails]]\non = ["failed"]\nto = ["a@b.c"]', "need an [smtp] table"),
     ('[smtp]\nssl = true\nstarttls = true', "not both"),
     ('[[emails]]\non = ["failed"]\nto = ["nobody"]\n[smtp]\nhost = "x"', "e-mail addresses"),
@@ -118,3 +121,18 @@ def test_a_bad_table_is_a_config_error_that_names_the_file_and_the_key(
 def test_a_config_without_delivery_tables_has_no_channels(tmp_path: Path) -> None:
     config = load_delivery(_settings_with(tmp_path, 'orphan_policy = "keep"\n'))
     assert (config.hooks, config.webhooks, config.emails, config.smtp) == ((), (), (), None)
+
+
+def test_secret_env_is_read_only_where_it_is_used(tmp_path: Path) -> None:
+    """A `secret_env`/`password_env` that is not set fails the daemon (with_secrets), not every command."""
+    extra = _settings_with(tmp_path, '[[webhooks]]\nurl = "http://x"\non = ["*"]\n'
+                                     'secret_env = "TMO_NOT_SET_ANYWHERE"\n'
+                                     '[smtp]\npassword_env = "TMO_NO_PW"\n')
+    config = load_delivery(extra)  # every command loads it: no error
+    with pytest.raises(ConfigError, match="TMO_NOT_SET_ANYWHERE, which is not set"):
+        config.with_secrets({})
+    with pytest.raises(ConfigError, match="TMO_NO_PW, which is not set"):
+        config.with_secrets({"TMO_NOT_SET_ANYWHERE": "s3cret"})
+    resolved = config.with_secrets({"TMO_NOT_SET_ANYWHERE": "s3cret", "TMO_NO_PW": "pw"})
+    assert resolved.webhooks[0].secret == "s3cret"
+    assert resolved.smtp is not None and resolved.smtp.password == "pw"

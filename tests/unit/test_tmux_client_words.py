@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,15 +86,21 @@ def test_argv_always_names_socket_and_no_config(tmp_path: Path) -> None:
     assert argv[6:] == ["list-sessions", ";", "has-session", "-t", "=x"]
 
 
-def test_clean_environment_drops_tmux_and_project_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clean_environment_is_chosen_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's (so every pane's) environment holds only the base variables: no tmux or project
+    variables, no secret of the daemon, no database URL."""
     monkeypatch.setenv("TMUX", "/tmp/tmux-1/default,1,0")
     monkeypatch.setenv("TMUX_PANE", "%1")
     monkeypatch.setenv("TMO_PROJECT_ID", "5")
     monkeypatch.setenv("TMO_DONE_FILE", "/x")
     monkeypatch.setenv("TMO_ATTEMPT", "2")
-    monkeypatch.setenv("KEEP_ME", "yes")
+    monkeypatch.setenv("TMO_DATABASE_URL", "postgresql://u:pw@h/db")
+    monkeypatch.setenv("WEBHOOK_SECRET", "s3cret")
+    monkeypatch.setenv("LC_TIME", "C")
     env = clean_environment()
-    for key in ("TMUX", "TMUX_PANE", "TMO_PROJECT_ID", "TMO_DONE_FILE", "TMO_ATTEMPT"):
+    for key in ("TMUX", "TMUX_PANE", "TMO_PROJECT_ID", "TMO_DONE_FILE", "TMO_ATTEMPT", "TMO_DATABASE_URL",
+                "WEBHOOK_SECRET"):
         assert key not in env
-    assert env["KEEP_ME"] == "yes"
+    assert env["LC_TIME"] == "C"
+    assert env["PATH"] == os.environ["PATH"]
     assert "LANG" in env

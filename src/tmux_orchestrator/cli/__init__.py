@@ -17,12 +17,15 @@ import click
 # imports each one on first use (``COMMAND_MODULES`` in cli/app.py), so a command starts faster.
 from tmux_orchestrator.cli.app import cli
 from tmux_orchestrator.errors import OrchestratorError
+from tmux_orchestrator.home import use_private_umask
+from tmux_orchestrator.inputs import safe_text
 
 __all__ = ["cli", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``tmo`` and ``tmux-orchestrator``."""
+    use_private_umask()  # everything tmo creates is the user's alone (docs/security.md)
     try:
         code = cli.main(args=argv, prog_name="tmo", standalone_mode=False)
     except click.exceptions.Abort:
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except OrchestratorError as exc:
-        click.echo(f"tmo: error: {exc}", err=True)
+        click.echo(f"tmo: error: {safe_text(str(exc))}", err=True)  # it may quote hostile input
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.close()
         sys.exit(0)
     except (sqlite3.Error, OSError) as exc:
-        click.echo(f"tmo: error: {exc}", err=True)
+        click.echo(f"tmo: error: {safe_text(str(exc))}", err=True)
         if os.environ.get("TMO_DEBUG"):
             traceback.print_exc()
         sys.exit(1)

@@ -14,6 +14,7 @@ import click
 
 from tmux_orchestrator import __version__
 from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.inputs import safe_text
 
 if TYPE_CHECKING:
     from tmux_orchestrator.orchestrator import Orchestrator
@@ -40,14 +41,15 @@ class Context:
     @property
     def store(self) -> SqliteStore:
         """The database alone, for read-only commands (``tmo list``): the orchestrator's if it is
-        open, else a store opened without importing the tmux and daemon layers."""
+        open, else a store opened without importing the tmux and daemon layers. Creates nothing: a
+        missing database is an error (``no database at ...``)."""
         if self._orch is not None:
             return self._orch.store
         if self._store is None:
             from tmux_orchestrator.store import open_store
 
-            self.settings.ensure_dirs()
-            self._store = open_store(self.settings)
+            self.settings.check_dirs()
+            self._store = open_store(self.settings, create=False)
         return self._store
 
     def close(self) -> None:
@@ -59,13 +61,22 @@ class Context:
 
     @property
     def orch(self) -> Orchestrator:
-        """The orchestrator (opens the database on first use)."""
+        """The orchestrator (opens the database on first use, creating the home and database)."""
+        return self._orchestrator(create=True)
+
+    @property
+    def existing(self) -> Orchestrator:
+        """The orchestrator of an existing database: read, diagnostic and project commands
+        (``show``, ``complete`` ...) create nothing and fail with ``no database at ...``."""
+        return self._orchestrator(create=False)
+
+    def _orchestrator(self, *, create: bool) -> Orchestrator:
         if self._orch is None:
             from tmux_orchestrator.orchestrator import Orchestrator  # lazy: see cli/__init__.py
 
             # A change made from inside a hook is recorded as such, and never fires hooks again.
             source = "hook" if os.environ.get("TMO_HOOK") == "1" else "cli"
-            self._orch = Orchestrator(self.settings, source=source)
+            self._orch = Orchestrator(self.settings, source=source, create=create)
         return self._orch
 
 
@@ -147,11 +158,15 @@ def print_json(data: Any) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print aligned columns (no colour, pipe-friendly); cells longer than 60 are cut."""
+    """Print aligned columns (no colour, pipe-friendly); cells longer than 60 are cut, control
+    characters shown as escapes (:func:`~tmux_orchestrator.inputs.safe_text`)."""
     # Column-wise and with one format string per line: `tmo list` prints 10,000 rows.
     text_rows = [["" if v is None else str(v) for v in row] for row in rows]
     columns = [list(col) for col in zip(*text_rows, strict=True)] if text_rows else []
     for col in columns:
+        joined = "".join(col)  # one scan per column: escaping is rare, looking must be cheap
+        if safe_text(joined) is not joined:
+            col[:] = [safe_text(v) for v in col]
         if any(len(v) > 60 for v in col):
             col[:] = [v if len(v) <= 60 else v[:57] + "..." for v in col]
     widths = [len(h) for h in headers]

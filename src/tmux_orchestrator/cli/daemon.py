@@ -11,6 +11,7 @@ from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, p
 from tmux_orchestrator.daemon import Daemon
 from tmux_orchestrator.errors import DaemonNotRunning
 from tmux_orchestrator.logs import setup_logging
+from tmux_orchestrator.redact import redact_url
 from tmux_orchestrator.service import (
     DaemonStatus,
     daemon_pid,
@@ -42,7 +43,11 @@ def run(ctx: Context, concurrency: int | None, log_json: bool, quiet: bool, log_
     """Run the daemon in the foreground (for systemd and terminals); Ctrl-C stops it."""
     settings = ctx.settings
     settings.ensure_dirs()
+    from tmux_orchestrator.dispatch import check_delivery_secrets
     from tmux_orchestrator.metrics import DaemonMetrics  # only `daemon run` needs prometheus_client
+
+    check_delivery_secrets(settings)  # secret_env/password_env: before anything starts
+    ctx.orch.server.verify_owner()  # a server on the socket that is not this home's: refuse now
 
     metrics = DaemonMetrics(metrics_address or settings.extra.get("metrics"))
     setup_logging(settings.scheduler_log, level=log_level, json_lines=log_json, stderr=not quiet)
@@ -72,14 +77,14 @@ def stop(ctx: Context) -> None:
 def status(ctx: Context, as_json: bool) -> None:
     """Show whether the daemon runs, its concurrency and the queue counts; exit 3 if stopped."""
     settings = ctx.settings
-    store = ctx.orch.store
+    store = ctx.existing.store
     pid = daemon_pid(settings)
     info = DaemonStatus(
         running=pid is not None,
         pid=pid,
         home=str(settings.home),
         socket=str(settings.socket_path),
-        database=settings.database_url,
+        database=redact_url(settings.database_url),
         concurrency=int(store.get_setting("concurrency", "1") or 1),
         paused=store.get_setting("paused", "0") == "1",
         started_at=store.get_setting("daemon.started_at") if pid else None,

@@ -1,4 +1,4 @@
-"""``tmo doctor``: is everything this queue needs in place?"""
+"""``tmo doctor``: is everything this queue needs in place? It creates nothing."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ import click
 
 from tmux_orchestrator import __version__
 from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json
-from tmux_orchestrator.errors import OrchestratorError
+from tmux_orchestrator.errors import NoDatabase, OrchestratorError
+from tmux_orchestrator.inputs import safe_text
+from tmux_orchestrator.redact import redact_url
 from tmux_orchestrator.service import daemon_pid
-from tmux_orchestrator.tmux import check_tmux
+from tmux_orchestrator.tmux import OrchestratorServer, Tmux, check_tmux
 
 
 @cli.command()
 @json_option
 @pass_context
 def doctor(ctx: Context, as_json: bool) -> None:
-    """Check tmux, the socket, the database and the daemon; exit 1 if something is wrong."""
+    """Check tmux, the home, the database, the tmux server and the daemon; exit 1 if something is
+    wrong. A database that does not exist yet is reported, not created."""
     checks: list[tuple[str, bool, str]] = []
     settings = ctx.settings
     checks.append(("tmux-orchestrator", True, f"{__version__} (Python {sys.version.split()[0]})"))
@@ -26,30 +29,39 @@ def doctor(ctx: Context, as_json: bool) -> None:
         checks.append(("tmux", True, f"{check_tmux()} at {shutil.which('tmux')}"))
     except OrchestratorError as exc:
         checks.append(("tmux", False, str(exc)))
-    checks.append(("home", True, str(settings.home)))
     try:
-        store = ctx.orch.store
+        exists = settings.check_dirs()
+        checks.append(("home", True, f"{settings.home}{'' if exists else ' (not created yet)'}"))
+    except OrchestratorError as exc:
+        checks.append(("home", False, str(exc)))
+    url = redact_url(settings.database_url)
+    try:
+        store = ctx.existing.store
         counts = store.counts()
-        checks.append(("database", True, f"{settings.database_url} (schema {store.schema_version()}, "
+        checks.append(("database", True, f"{url} (schema {store.schema_version()}, "
                        + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + ")"))
+    except NoDatabase:  # not a fault: the state before the first `tmo add`
+        checks.append(("database", True, f"{url}: none yet (`tmo add` or `tmo daemon start` creates it)"))
     except OrchestratorError as exc:
         checks.append(("database", False, str(exc)))
-        store = None
-    socket_ok = False
+    # The server is checked on its own (no database needed), ownership mark first.
+    server = OrchestratorServer(
+        Tmux(settings.socket_path, owner_mark=settings.owner_tag, private_dir=settings.socket_dir_private),
+        settings.owner_tag,
+    )
     try:
-        running = ctx.orch.server.is_running() if store else False
-        owned = len(ctx.orch.server.list_owned()) if running else 0
-        socket_ok = True
+        running = server.verify_owner() and server.is_running()
+        owned = len(server.list_owned()) if running else 0
         checks.append(("tmux server", True, f"{settings.socket_path} "
                        + (f"(running, {owned} owned session(s))" if running else "(not running)")))
     except OrchestratorError as exc:
-        checks.append(("tmux server", socket_ok, str(exc)))
+        checks.append(("tmux server", False, str(exc)))
     pid = daemon_pid(settings)
     checks.append(("daemon", True, f"running (pid {pid})" if pid else "not running"))
     if as_json:
         print_json({name: {"ok": ok, "detail": detail} for name, ok, detail in checks})
     else:
         for name, ok, detail in checks:
-            click.echo(f"{'ok ' if ok else 'BAD'}  {name:<18} {detail}")
+            click.echo(f"{'ok ' if ok else 'BAD'}  {name:<18} {safe_text(detail)}")
     if not all(ok for _, ok, _ in checks):
         raise click.exceptions.Exit(1)

@@ -8,7 +8,9 @@ import time
 import click
 
 from tmux_orchestrator.cli.app import PROJECT_ID, Context, cli, pass_context
-from tmux_orchestrator.store import Event
+from tmux_orchestrator.errors import NoDatabase
+from tmux_orchestrator.inputs import safe_text
+from tmux_orchestrator.store import Event, SqliteStore
 
 
 def _text(event: Event) -> str:
@@ -28,7 +30,7 @@ def _text(event: Event) -> str:
         parts.append(f"session={event.session_name}")
     if event.message:
         parts.append(f"- {event.message}")
-    return " ".join(parts)
+    return safe_text(" ".join(parts))  # names and messages are stored text: one line, no escapes
 
 
 @cli.command()
@@ -44,7 +46,7 @@ def _text(event: Event) -> str:
 def events(ctx: Context, follow: bool, as_json: bool, since: int | None, last: int,
            project_id: int | None, kinds: tuple[str, ...]) -> None:
     """Print the event log: one line per status change and session action."""
-    store = ctx.orch.store
+    store = _wait_for_database(ctx) if follow else ctx.existing.store
     if since is None:
         since = 0
         if last:
@@ -69,3 +71,17 @@ def events(ctx: Context, follow: bool, as_json: bool, since: int | None, last: i
         if not follow:
             return
         time.sleep(0.02)
+
+
+def _wait_for_database(ctx: Context) -> SqliteStore:
+    """The store, once the database exists: ``--follow`` on a fresh home waits for the first
+    ``tmo add`` (like ``tail -F``) instead of creating the database itself."""
+    told = False
+    while True:
+        try:
+            return ctx.existing.store
+        except NoDatabase as exc:
+            if not told:
+                click.echo(f"tmo: {exc}; waiting for it", err=True)
+                told = True
+        time.sleep(0.1)

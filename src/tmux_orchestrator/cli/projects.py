@@ -23,6 +23,7 @@ from tmux_orchestrator.cli.app import (
 )
 from tmux_orchestrator.durations import format_duration, parse_duration
 from tmux_orchestrator.errors import InvalidBatch, OrchestratorError, UsageError
+from tmux_orchestrator.inputs import check_text, safe_text
 from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.store.sqlite import iso_time
 
@@ -294,7 +295,7 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
 @pass_context
 def show(ctx: Context, project_id: int, as_json: bool) -> None:
     """Show every detail of one project."""
-    project = ctx.orch.get(project_id)
+    project = ctx.existing.get(project_id)
     data = project.to_dict()
     data["log_file"] = str(ctx.settings.log_path(project_id))
     data["scrollback_file"] = str(ctx.settings.scrollback_path(project_id, max(1, project.attempt)))
@@ -311,7 +312,7 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
             continue
         if key == "outcome":
             value = _outcome(project)
-        click.echo(f"{key.ljust(width)}  {value}")
+        click.echo(f"{key.ljust(width)}  {safe_text(str(value))}")
 
 
 @cli.command()
@@ -320,7 +321,7 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
 def complete(ctx: Context, project_id: int | None) -> None:
     """Mark a project completed and kill its session (ID defaults to $TMO_PROJECT_ID)."""
     pid = project_id_from_env(project_id, "complete")
-    project = ctx.orch.mark_project_complete(pid, success=True)
+    project = ctx.existing.mark_project_complete(pid, success=True)
     click.echo(f"project {pid}: {project.status.value}")
 
 
@@ -331,7 +332,9 @@ def complete(ctx: Context, project_id: int | None) -> None:
 def fail(ctx: Context, project_id: int | None, reason: str | None) -> None:
     """Mark a project failed and kill its session (ID defaults to $TMO_PROJECT_ID)."""
     pid = project_id_from_env(project_id, "fail")
-    project = ctx.orch.fail(pid, reason=reason)
+    if reason is not None:
+        check_text(reason, "the reason")  # stored and printed as the error message
+    project = ctx.existing.fail(pid, reason=reason)
     click.echo(f"project {pid}: {project.status.value}")
 
 
@@ -340,7 +343,7 @@ def _each(ctx: Context, ids: tuple[int, ...], verb: str) -> None:
     results: list[tuple[int, Project | OrchestratorError]] = []
     for project_id in ids:
         try:
-            results.append((project_id, getattr(ctx.orch, verb)(project_id)))
+            results.append((project_id, getattr(ctx.existing, verb)(project_id)))
         except OrchestratorError as exc:
             results.append((project_id, exc))
     _report(results, "removed" if verb == "remove" else None)
@@ -351,7 +354,7 @@ def _report(results: list[tuple[int, Project | OrchestratorError]], status: str 
     failed = False
     for project_id, result in results:
         if isinstance(result, OrchestratorError):
-            click.echo(f"tmo: error: {result}", err=True)
+            click.echo(f"tmo: error: {safe_text(str(result))}", err=True)
             failed = True
         else:
             click.echo(f"project {project_id}: {status or result.status.value}")
@@ -364,7 +367,7 @@ def _report(results: list[tuple[int, Project | OrchestratorError]], status: str 
 @pass_context
 def cancel(ctx: Context, ids: tuple[int, ...]) -> None:
     """Cancel queued or running projects (running sessions are saved, then killed together)."""
-    _report(ctx.orch.cancel_many(ids), "cancelled")
+    _report(ctx.existing.cancel_many(ids), "cancelled")
 
 
 @cli.command()

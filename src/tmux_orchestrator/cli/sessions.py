@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -21,6 +22,8 @@ from tmux_orchestrator.cli.app import (
     print_table,
 )
 from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
+from tmux_orchestrator.home import open_private
+from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.reconcile import classify_sessions
 
@@ -30,7 +33,7 @@ from tmux_orchestrator.reconcile import classify_sessions
 @pass_context
 def sessions(ctx: Context, as_json: bool) -> None:
     """List the sessions this orchestrator owns, marking lingering and orphaned ones."""
-    rows = classify_sessions(ctx.orch)
+    rows = classify_sessions(ctx.existing)
     if as_json:
         print_json([r.to_dict() for r in rows])
         return
@@ -53,12 +56,13 @@ def sessions(ctx: Context, as_json: bool) -> None:
 @pass_context
 def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> None:
     """Kill lingering and orphaned sessions (saved first), in one batched tmux call."""
-    rows = [r for r in classify_sessions(ctx.orch) if r.state in ("lingering", "orphaned")]
+    orch = ctx.existing if dry_run else ctx.orch  # a dry run creates nothing
+    rows = [r for r in classify_sessions(orch) if r.state in ("lingering", "orphaned")]
     if pattern:
         rows = [r for r in rows if fnmatch.fnmatchcase(r.session.name, pattern)]
     killed: set[str] = set()
     if not dry_run and rows:
-        killed = {s.session_id for s in ctx.orch.kill_sessions_batch(rows)}
+        killed = {s.session_id for s in orch.kill_sessions_batch(rows)}
     if as_json:
         print_json([{**r.to_dict(), "killed": r.session.session_id in killed} for r in rows])
         return
@@ -67,7 +71,7 @@ def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> 
         return
     for r in rows:
         verb = "would kill" if dry_run else ("killed" if r.session.session_id in killed else "could not kill")
-        click.echo(f"{verb} {r.session.name} ({r.session.session_id}): {r.reason}")
+        click.echo(safe_text(f"{verb} {r.session.name} ({r.session.session_id}): {r.reason}"))
 
 
 @cli.command()
@@ -76,14 +80,15 @@ def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> 
 @pass_context
 def attach(ctx: Context, project_id: int, read_only: bool) -> None:
     """Attach this terminal to a running project's session (detach with C-b d)."""
-    project = ctx.orch.get(project_id)
-    session = ctx.orch.session_of(project)
+    project = ctx.existing.get(project_id)
+    session = ctx.existing.session_of(project)
     if session is None:
         raise OrchestratorError(
             f"project {project_id} has no live session (status {project.status.value}); "
             f"see its output with `tmo logs {project_id}`"
         )
-    argv = ctx.orch.tmux.argv([["attach-session", *(["-r"] if read_only else []), "-t", session.session_id]])
+    attach_cmd = ["attach-session", *(["-r"] if read_only else []), "-t", session.session_id]
+    argv = ctx.existing.tmux.argv([attach_cmd])
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
@@ -122,12 +127,12 @@ def cleanup_detached(ctx: Context, reason: str, ids: tuple[int, ...]) -> None:
 @pass_context
 def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
     """Print a project's complete output (raw terminal bytes, every attempt)."""
-    project = ctx.orch.get(project_id)
+    project = ctx.existing.get(project_id)
     path = scrollback_file(ctx, project) if scrollback else ctx.settings.log_path(project_id)
     out = sys.stdout.buffer
     position = 0
     if path.exists():
-        with open(path, "rb") as fh:
+        with _open_log(path) as fh:
             while chunk := fh.read(1 << 16):
                 out.write(chunk)
             position = fh.tell()
@@ -144,14 +149,14 @@ def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
         except FileNotFoundError:
             size = 0
         if size > position:
-            with open(path, "rb") as fh:
+            with _open_log(path) as fh:
                 fh.seek(position)
                 out.write(fh.read(size - position))
                 position = size
             out.flush()
         if ended_at is None:
             try:
-                project = ctx.orch.get(project_id)
+                project = ctx.existing.get(project_id)
             except ProjectNotFound:
                 return
             if project.status not in (ProjectStatus.QUEUED, ProjectStatus.PROCESSING):
@@ -159,3 +164,11 @@ def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
         elif time.monotonic() - ended_at > 0.5:
             return
         time.sleep(0.1)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    """A project's log or scrollback for reading, never through a link planted in its place."""
+    try:
+        return os.fdopen(open_private(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+    except OSError as exc:
+        raise OrchestratorError(f"cannot read {path}: {exc.strerror or exc}") from None

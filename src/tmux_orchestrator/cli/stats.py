@@ -24,7 +24,7 @@ def stats(ctx: Context, last_events: int, as_json: bool) -> None:
     """Summarize the queue: projects by status, starts, ends by outcome, hand-off and end-detection
     latency (median and p99), cleaned sessions and delivery failures. The daemon's `--metrics`
     endpoint serves the same numbers to Prometheus."""
-    summary = compute_stats(ctx.orch.store, last_events=last_events)
+    summary = compute_stats(ctx.existing.store, last_events=last_events)
     if as_json:
         print_json(summary.to_dict())
         return

@@ -10,12 +10,13 @@ from tmux_orchestrator.store.sqlite import SqliteStore
 __all__ = ["Event", "NewProject", "SqliteStore", "Store", "open_store"]
 
 
-def open_store(settings: Settings) -> SqliteStore:
-    """Open the store named by ``settings.database_url``."""
+def open_store(settings: Settings, *, create: bool = True) -> SqliteStore:
+    """Open the store named by ``settings.database_url``; without ``create`` a missing database is an
+    error (``no database at ...``) and nothing is created (read and diagnostic commands)."""
     path = settings.database_path
     if path is None:
         scheme = settings.database_url.split(":", 1)[0]
         raise ConfigError(
             f"database URL scheme {scheme!r} is not supported yet; use sqlite:///PATH"
         )
-    return SqliteStore(path, synchronous=settings.sqlite_synchronous)
+    return SqliteStore(path, synchronous=settings.sqlite_synchronous, create=create)

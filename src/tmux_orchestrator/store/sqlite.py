@@ -24,6 +24,7 @@ from tmux_orchestrator.errors import (
     SchemaTooNew,
     StoreError,
 )
+from tmux_orchestrator.home import prepare_database
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
 from tmux_orchestrator.store.base import Event, NewProject
 from tmux_orchestrator.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -299,13 +300,17 @@ def session_key(instance: str | None, session_id: str | None, name: str) -> str:
 class SqliteStore:
     """The embedded default store. See :class:`tmux_orchestrator.store.base.Store`."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "normal") -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "normal", create: bool = True) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        # A private file of ours, made here (0600) if ``create``: SQLite itself never creates it
+        # (``mode=rw``), and gives -wal/-shm the file's mode (docs/security.md).
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_database(self.path, create=create)
+            uri = str(self.path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
             self._conn = sqlite3.connect(
-                str(self.path),
+                f"file:{uri}?mode=rw",
+                uri=True,
                 timeout=BUSY_TIMEOUT,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,

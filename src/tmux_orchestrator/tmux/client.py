@@ -4,12 +4,16 @@ Commands are lists of words passed as argv (never through a shell). Several comm
 tmux invocation with ``;`` separators, which costs one client start (~1.6 ms) instead of one per
 command (``tmux-facts.md`` section 1). The server is always addressed by its own socket (``-S``) with
 ``-f /dev/null``, so the user's default server and ``~/.tmux.conf`` are never involved.
+
+Before every command the socket is checked as tmux checks its own: its directory must be ours and
+not writable by others (not open to them at all outside the home), the socket ours. A client made
+with an ``owner_mark`` also refuses a running server that does not carry this home's ``@tmo_home``
+mark (set when the server is started), such as the user's own default server: nothing is sent to it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shlex
 import shutil
@@ -19,13 +23,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from tmux_orchestrator.environment import base_environment
 from tmux_orchestrator.errors import (
     DuplicateSession,
+    ForeignServer,
     ServerNotRunning,
     SessionNotFound,
     TmuxError,
     TmuxNotFound,
 )
+from tmux_orchestrator.home import check_socket, check_socket_dir, user_umask
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +123,70 @@ class Tmux:
         *,
         binary: str = "tmux",
         server_env: Mapping[str, str] | None = None,
+        owner_mark: str | None = None,
+        private_dir: bool = False,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.binary = binary
         # The environment of the client that starts the server becomes the server's global
         # environment, which every pane inherits: so it is chosen, not whatever we happen to have.
         self.server_env = dict(server_env if server_env is not None else clean_environment())
+        #: The ``@tmo_home`` value a server must carry before anything is sent to it (None: no check).
+        self.owner_mark = owner_mark
+        #: The socket's directory must be closed to other users (it is not the home).
+        self.private_dir = private_dir
+        self._verified: tuple[int, int] | None = None
 
     def argv(self, commands: Sequence[Command]) -> list[str]:
         """The full argv of one invocation running ``commands`` chained."""
         return [self.binary, "-u", "-S", str(self.socket_path), "-f", "/dev/null", *chain(commands)]
 
     def run(self, *commands: Command, check: bool = True, timeout: float = 30.0) -> TmuxResult:
-        """Run ``commands`` in one invocation; raise a typed :class:`TmuxError` on failure."""
+        """Run ``commands`` in one invocation; raise a typed :class:`TmuxError` on failure.
+
+        Raises :class:`UnsafePath`/:class:`ForeignServer` (and sends nothing) when the socket, its
+        directory or the server on it is not this home's.
+        """
         check_tmux(self.binary)
+        self._guard()
+        return self._run(commands, check=check, timeout=timeout)
+
+    def _guard(self) -> None:
+        """Check the socket's directory and the socket; the first time a server answers on a socket
+        file, check its ownership mark (a new server makes a new socket file: checked again)."""
+        check_socket_dir(self.socket_path.parent, private=self.private_dir)
+        info = check_socket(self.socket_path)
+        if info is None or self.owner_mark is None or self._verified == (info.st_dev, info.st_ino):
+            return
+        self.check_owner(self.owner_mark)
+
+    def check_owner(self, mark: str) -> bool:
+        """True if a server marked ``@tmo_home = mark`` answers on the socket, False if no server
+        does; raises :class:`ForeignServer` for any other server (nothing else is sent to it)."""
+        check_socket_dir(self.socket_path.parent, private=self.private_dir)
+        info = check_socket(self.socket_path)
+        if info is None:
+            return False
+        result = self._run([["show-options", "-sqv", "@tmo_home"]], check=False, timeout=30.0)
+        if result.returncode != 0:
+            error = _classify(result.stderr, [])
+            if isinstance(error, ServerNotRunning):
+                return False  # a stale socket: the next command says so (or starts our server)
+            raise error
+        found = result.stdout.strip()
+        if found != mark:
+            what = f"its mark is {found!r}" if found else "it has no @tmo_home mark"
+            raise ForeignServer(
+                f"refusing tmux server on {self.socket_path}: not started by this home ({what}; "
+                "it may be your own tmux server); fix: point TMO_TMUX_SOCKET elsewhere, or, only if "
+                "an older tmo started it for this home, adopt it with "
+                f"`tmux -S {self.socket_path} set-option -s @tmo_home {mark}`"
+            )
+        if mark == self.owner_mark:
+            self._verified = (info.st_dev, info.st_ino)
+        return True
+
+    def _run(self, commands: Sequence[Command], *, check: bool, timeout: float) -> TmuxResult:
         argv = self.argv(commands)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("tmux: %s", shlex.join(argv))
@@ -142,6 +199,9 @@ class Tmux:
                 env=self.server_env,
                 timeout=timeout,
                 stdin=subprocess.DEVNULL,
+                # A server started by this client, and so every pane, gets the user's umask: projects
+                # work in the user's directories, not in tmo's private home.
+                umask=user_umask(),
             )
         except subprocess.TimeoutExpired as exc:
             raise TmuxError(f"tmux did not answer within {timeout:.0f}s", command=argv) from exc
@@ -190,12 +250,8 @@ class Tmux:
         return int(out) if out.isdigit() else None
 
 
-#: Variables that must not leak from the daemon's environment into project panes.
-_DROP_VARS = ("TMUX", "TMUX_PANE", "TMO_PROJECT_ID", "TMO_DONE_FILE", "TMO_ATTEMPT")
-
-
 def clean_environment() -> dict[str, str]:
-    """The daemon's environment without variables that belong to another tmux or project."""
-    env = {k: v for k, v in os.environ.items() if k not in _DROP_VARS}
-    env.setdefault("LANG", "C.UTF-8")
-    return env
+    """The environment of the tmux server, so of every pane: only the variables named by
+    :data:`~tmux_orchestrator.environment.BASE_ENV_VARS` (never the daemon's secrets, ``TMO_*`` or
+    another tmux's ``TMUX``); each project adds its own through its wrapper."""
+    return base_environment()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmux_orchestrator.errors import ServerNotRunning, SessionNotFound, TmuxError
+from tmux_orchestrator.home import prepare_log_file
 from tmux_orchestrator.naming import is_safe_session_name
 from tmux_orchestrator.tmux.client import MAX_CHAIN_BYTES, Tmux
 
@@ -163,6 +164,7 @@ class OrchestratorServer:
         width, _, height = window_size.partition("x")
         self.tmux.run(
             ["new-session", "-d", "-s", KEEPER, "sleep", "2147483647"],
+            ["set-option", "-s", "@tmo_home", self.owner_tag],  # ownership mark (docs/security.md)
             ["set-option", "-s", "exit-empty", "off"],
             ["set-option", "-g", "history-limit", str(history_limit)],
             ["set-option", "-g", "remain-on-exit", "off"],
@@ -188,6 +190,10 @@ class OrchestratorServer:
         except TmuxError:
             return None
         return lines[0] if lines else None
+    def verify_owner(self) -> bool:
+        """True if this home's server runs (marked ``@tmo_home``), False if none runs; raises
+        :class:`~tmux_orchestrator.errors.ForeignServer` for any other server on the socket."""
+        return self.tmux.check_owner(self.owner_tag)
 
     def kill_server(self) -> None:
         """Stop this home's server (only ever this socket)."""
@@ -265,11 +271,12 @@ class OrchestratorServer:
         self, name: str, project_id: int, cwd: str, argv: list[str], log_path: Path
     ) -> list[list[str]]:
         """new-session, its two tags and its pipe-pane: one command list, so no output is missed."""
-        pipe = f"exec cat >> {shlex.quote(str(log_path))}"
+        pipe = f"exec cat >> {shlex.quote(str(prepare_log_file(log_path)))}"  # no link (security.md)
         return [
             ["new-session", "-d", "-s", name, "-P", "-F",
              "#{session_id} #{window_id} #{pane_pid} #{pid}.#{start_time}",
              "-c", _format_literal(cwd), *argv],
+            ["set-option", "-s", "@tmo_home", self.owner_tag],  # marks a server new-session started
             ["set-option", "-t", f"={name}:", "@tmo_owner", self.owner_tag],
             ["set-option", "-t", f"={name}:", "@tmo_project", str(project_id)],
             ["pipe-pane", "-t", f"={name}:", "-o", _format_literal(pipe)],
