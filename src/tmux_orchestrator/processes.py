@@ -91,14 +91,8 @@ def group_alive(pgid: int | None) -> bool:
     ``killpg(pgid, 0)`` answers in microseconds; only when it finds the group while its leader is
     gone (children left behind, or zombies nobody reaped yet) are the members looked up in /proc.
     """
-    if not pgid or pgid <= 1:
+    if not pgid or pgid <= 1 or not group_exists(pgid):
         return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     if is_running(pgid):
         return True
     members = group_members(pgid)

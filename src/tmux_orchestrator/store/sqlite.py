@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,19 +26,33 @@ from tmux_orchestrator.errors import (
 from tmux_orchestrator.home import prepare_database
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
 from tmux_orchestrator.store.base import Event, NewProject
+from tmux_orchestrator.store.rows import (
+    EPOCH,
+    PROJECT_COLUMNS,
+    Claim,
+    Lease,
+    iso_time,
+    now_text,
+    parse_time,
+    parse_time_or_none,
+    row_to_event,
+    row_to_project,
+    session_key,
+    to_text,
+)
 from tmux_orchestrator.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = [
+    "EPOCH", "Claim", "Lease", "SqliteStore", "iso_time", "now_text", "parse_time", "parse_time_or_none",
+    "session_key", "to_text",
+]
 
 T = TypeVar("T")
 
 #: Seconds a connection waits for another writer before SQLite reports "database is locked".
 BUSY_TIMEOUT = 30.0
 
-_PROJECT_COLUMNS = (
-    "id, name, status, priority, command, env, project_path, spec_path, session_name, session_id, "
-    "window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at, "
-    "session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout, "
-    "idle_timeout, host, server_instance, runner"
-)
+_PROJECT_COLUMNS = PROJECT_COLUMNS
 _ORDER = (
     "ORDER BY CASE status WHEN 'processing' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, "
     "CASE WHEN status IN ('processing', 'queued') THEN -priority ELSE 0 END, "
@@ -66,235 +79,6 @@ _LISTABLE = {
     "runtime_s": "CASE WHEN started_at IS NOT NULL THEN max(0.0, (julianday(coalesce(completed_at, :now)) "
                  "- julianday(started_at)) * 86400.0) END",
 }
-
-
-def now_text() -> str:
-    """The current UTC time in the format of every timestamp column."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def to_text(value: datetime) -> str:
-    """A datetime in the format of every timestamp column."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """A timestamp column value as an aware UTC datetime."""
-    if not text:
-        return None
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def parse_time_or_none(text: str | None) -> datetime | None:
-    """:func:`parse_time`, None for text that does not parse."""
-    try:
-        return parse_time(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def iso_time(text: str | None) -> str | None:
-    """A timestamp column as ``parse_time(text).isoformat()`` gives it; fast for the usual form.
-
-    ``tmo list --json`` converts three timestamps per row: doing it on the text, not through a
-    datetime, halves its time at 10,000 rows. Text that does not parse is returned as it is.
-    """
-    if not text:
-        return None
-    if (len(text) == 26 and text[10] == " " and text[19] == "." and text[20:].isdigit()
-            and text[20:] != "000000" and text[:4].isdigit()):
-        return f"{text[:10]}T{text[11:]}+00:00"
-    try:
-        value = parse_time(text)
-    except ValueError:
-        return text
-    return value.isoformat() if value else None
-
-
-def _row_to_project(row: sqlite3.Row) -> Project:
-    """A row as a :class:`Project`. Never raises on a bad stored value (a hand edit, another
-    program): the value is kept as text in ``Project.raw`` and the field gets a neutral value, so
-    one bad row can be shown, and failed with a message, instead of stopping whoever reads it."""
-    # Positional access in _PROJECT_COLUMNS order: listing 10,000 rows is on the `tmo list` path.
-    (pid, name, status, priority, command, env, project_path, spec_path, session_name, session_id,
-     window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at,
-     session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout,
-     idle_timeout, host, server_instance, runner) = tuple(row)
-    raw: dict[str, str] = {}
-    project = Project(
-        id=pid,
-        name=_text(name, "name", raw) or "",
-        status=ProjectStatus(status),
-        priority=_number(priority, "priority", raw, int) or 0,
-        command=_command(command, raw),
-        env=_env(env, raw),
-        project_path=_text(project_path, "project_path", raw),
-        spec_path=_text(spec_path, "spec_path", raw),
-        session_name=session_name,
-        session_id=session_id,
-        window_id=window_id,
-        pane_pid=_number(pane_pid, "pane_pid", raw, int),
-        outcome=_outcome(outcome, raw),
-        exit_code=_number(exit_code, "exit_code", raw, int),
-        error_message=_text(error_message, "error_message", raw),
-        enqueued_at=_time(enqueued_at, "enqueued_at", raw),
-        started_at=_time(started_at, "started_at", raw),
-        completed_at=_time(completed_at, "completed_at", raw),
-        session_closed_at=_time(session_closed_at, "session_closed_at", raw),
-        attempt=_number(attempt, "attempt", raw, int) or 0,
-        retry_count=_number(retry_count, "retry_count", raw, int) or 0,
-        max_retries=_number(max_retries, "max_retries", raw, int) or 0,
-        retry_delay=_number(retry_delay, "retry_delay", raw, float) or 0.0,
-        not_before=_time(not_before, "not_before", raw),
-        timeout=_number(timeout, "timeout", raw, float),
-        idle_timeout=_number(idle_timeout, "idle_timeout", raw, float),
-        host=host,
-        server_instance=server_instance,
-        runner=runner,
-    )
-    project.raw = raw
-    return project
-
-
-def _utf8(text: str) -> bool:
-    """True if ``text`` encodes as UTF-8 (no lone surrogate: what a non-UTF-8 byte becomes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _shown(value: object) -> str:
-    """A stored value as text for ``Project.raw``, whatever it is."""
-    text = value if isinstance(value, str) else repr(value)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _text(value: Any, column: str, raw: dict[str, str]) -> str | None:
-    if value is None or (isinstance(value, str) and _utf8(value)):
-        return value
-    raw[column] = _shown(value)
-    return None
-
-
-def _number(value: Any, column: str, raw: dict[str, str], kind: type[T]) -> T | None:
-    if value is None:
-        return None
-    try:
-        number = kind(value)  # type: ignore[call-arg]
-    except (TypeError, ValueError, OverflowError):
-        raw[column] = _shown(value)
-        return None
-    if isinstance(value, str) or number != number:  # typed by hand as text, or NaN
-        raw[column] = _shown(value)
-        return None
-    return number
-
-
-def _time(value: Any, column: str, raw: dict[str, str]) -> datetime | None:
-    try:
-        return parse_time(value) if isinstance(value, str) or value is None else None
-    except ValueError:
-        pass
-    raw[column] = _shown(value)
-    return None
-
-
-def _command(value: Any, raw: dict[str, str]) -> list[str]:
-    try:
-        argv = json.loads(value)
-    except (TypeError, ValueError):
-        argv = None
-    if isinstance(argv, list) and argv and all(isinstance(w, str) and _utf8(w) for w in argv):
-        return argv
-    raw["command"] = _shown(value)
-    return []
-
-
-def _env(value: Any, raw: dict[str, str]) -> dict[str, str]:
-    if not value or value == "{}":
-        return {}
-    try:
-        env = json.loads(value)
-    except (TypeError, ValueError):
-        env = None
-    if isinstance(env, dict) and all(
-        isinstance(k, str) and isinstance(v, str) and _utf8(k) and _utf8(v) for k, v in env.items()
-    ):
-        return env
-    raw["env"] = _shown(value)
-    return {}
-
-
-def _outcome(value: Any, raw: dict[str, str]) -> Outcome | None:
-    if not value:
-        return None
-    try:
-        return Outcome(value)
-    except ValueError:
-        raw["outcome"] = _shown(value)
-        return None
-
-
-def _row_to_event(row: sqlite3.Row) -> Event:
-    """An events row as an :class:`Event`; a bad timestamp becomes the epoch (see ``at_text``)."""
-    try:
-        at = parse_time(row["at"]) if isinstance(row["at"], str) else None
-    except ValueError:
-        at = None
-    return Event(
-        id=row["id"],
-        at=at or EPOCH,
-        kind=row["kind"],
-        source=row["source"],
-        project_id=row["project_id"],
-        project_name=row["project_name"],
-        old_status=row["old_status"],
-        new_status=row["new_status"],
-        outcome=row["outcome"],
-        exit_code=row["exit_code"],
-        session_name=row["session_name"],
-        message=row["message"],
-    )
-
-
-#: Stands for an event time that does not parse.
-EPOCH = datetime.fromtimestamp(0, UTC)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What one cleaner asks to clean: a session, known by its key (see :func:`session_key`)."""
-
-    key: str
-    session_name: str
-    project_id: int | None = None
-    attempt: int | None = None
-    #: True when the session is the project's current one: the row must still have it open.
-    current: bool = False
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A host's daemon lease (``daemon_leases``)."""
-
-    host: str
-    runner: str
-    home: str
-    pid: int
-    owner: str
-    started_at: str
-    heartbeat_at: str
-
-
-def session_key(instance: str | None, session_id: str | None, name: str) -> str:
-    """The key of a session: its server instance, ``$id`` and name together (tmux numbers
-    sessions from ``$0`` again after a restart, so an ``$id`` alone names different sessions)."""
-    return f"{instance or '?'}/{session_id or '?'}/{name}"
 
 
 class SqliteStore:
@@ -501,7 +285,7 @@ class SqliteStore:
         if not ids:
             return []
         by_id = {
-            r[0]: _row_to_project(r)
+            r[0]: row_to_project(r)
             for r in self._read(f"SELECT {_PROJECT_COLUMNS} FROM project_queue WHERE id BETWEEN ? AND ?",
                                 (min(ids), max(ids)))
         }
@@ -514,13 +298,13 @@ class SqliteStore:
         rows = self._read(f"SELECT {_PROJECT_COLUMNS} FROM project_queue WHERE id = ?", (project_id,))
         if not rows:
             raise ProjectNotFound(project_id)
-        return _row_to_project(rows[0])
+        return row_to_project(rows[0])
 
     def list_projects(
         self, statuses: list[ProjectStatus] | None = None, limit: int | None = None
     ) -> list[Project]:
         """Projects in queue order: running, then queued by priority and age, then newest ended."""
-        return [_row_to_project(r) for r in self._select_in_order(_PROJECT_COLUMNS, statuses, limit)]
+        return [row_to_project(r) for r in self._select_in_order(_PROJECT_COLUMNS, statuses, limit)]
 
     def list_columns(
         self, columns: list[str], statuses: list[ProjectStatus] | None = None, limit: int | None = None
@@ -872,7 +656,7 @@ class SqliteStore:
             f"SELECT {_PROJECT_COLUMNS} FROM project_queue "
             "WHERE session_name IS NOT NULL AND session_closed_at IS NULL"
         )
-        return [_row_to_project(r) for r in rows]
+        return [row_to_project(r) for r in rows]
 
     def count_unclosed_ended(self) -> int:
         """Rows that left ``processing`` while their session was still open (cheap, indexed)."""
@@ -891,7 +675,7 @@ class SqliteStore:
                 f"WHERE session_name IN ({', '.join('?' for _ in chunk)})",
                 tuple(chunk),
             )
-            out.update({r["session_name"]: _row_to_project(r) for r in rows})
+            out.update({r["session_name"]: row_to_project(r) for r in rows})
         return out
 
     def remove(self, project_id: int, *, source: str) -> Project:
@@ -978,7 +762,7 @@ class SqliteStore:
             params.extend(kinds)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit)
-        return [_row_to_event(r) for r in self._read(sql, tuple(params))]
+        return [row_to_event(r) for r in self._read(sql, tuple(params))]
 
     def last_event_id(self) -> int:
         """The highest event id, 0 when there is none."""
