@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tmux_orchestrator.cleanup import CleanupQueue, Target
+from tmux_orchestrator.cleanup import CleanupQueue, Target, owner_gone
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound, TmuxError
 from tmux_orchestrator.project import Project, ProjectStatus
@@ -263,6 +263,7 @@ class Reconciler:
         pending = self._check_running(owned)
         pending = self._check_sessions(owned) or pending
         pending = self._check_open_rows(owned) or pending
+        self._drop_stale_claims(owned)
         self._settled = None if pending else state
         self.last_duration = time.perf_counter() - started
         self.last_skipped = False
@@ -334,6 +335,28 @@ class Reconciler:
         if targets:
             self.cleanups.submit(targets)
         return bool(targets)
+
+    def _drop_stale_claims(self, owned: list[SessionInfo]) -> None:
+        """Forget claims left by a cleaner that died after its session was gone (an orphan's, or
+        one whose row was closed meanwhile); a claim on an open row is taken over instead."""
+        listed = {s.key for s in owned}
+        stale: list[str] = []
+        for claim in self.store.claims():
+            if claim["session_key"] in listed or self.cleanups.busy(claim["session_key"]):
+                continue
+            if not owner_gone(claim["owner"]):
+                continue
+            if claim["project_id"] is not None:
+                try:
+                    row = self.store.get(int(claim["project_id"]))
+                except ProjectNotFound:
+                    row = None
+                if (row is not None and row.session_name == claim["session_name"]
+                        and row.session_closed_at is None):
+                    continue
+            stale.append(claim["session_key"])
+        if stale:
+            self.store.drop_claims(stale)
 
     def _orphan(self, session: SessionInfo) -> None:
         policy = self.settings.orphan_policy
