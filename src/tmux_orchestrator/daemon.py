@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from tmux_orchestrator import __version__
 from tmux_orchestrator.boot import boot_id
 from tmux_orchestrator.cleanup import Cleaner, CleanupQueue
-from tmux_orchestrator.errors import OrchestratorError
+from tmux_orchestrator.errors import OrchestratorError, ServerNotRunning
 from tmux_orchestrator.home import open_fifo
 from tmux_orchestrator.launch import LAUNCH_BATCH, Launcher
 from tmux_orchestrator.lease import DaemonLease
@@ -408,9 +408,17 @@ class Daemon:
         # (a burst of ends, a fresh queue) one chained tmux call starts them. At most
         # LAUNCH_BATCH at a time, so ends and changes are still handled every few hundred ms
         # while a thousand sessions start.
-        claimed = self.launcher.claim(self.concurrency)
-        if claimed:
-            self.launcher.launch(claimed)
+        try:
+            claimed = self.launcher.claim(self.concurrency)
+            if claimed:
+                self.launcher.launch(claimed)
+        except ServerNotRunning:
+            # The server died: reconcile records what was lost and restarts it, now rather than at
+            # its next pass, unless it is backing off a server that keeps dying. The reconcile
+            # pass asks for the next claim.
+            soon = max(time.monotonic(), self.reconciler.retry_server_at)
+            self._next_reconcile = min(self._next_reconcile, soon)
+            return
         if len(claimed) == LAUNCH_BATCH:
             self._claim_needed = True  # more to start: after one turn of the loop
             self._wake()

@@ -51,7 +51,9 @@ class Launcher:
         self.skipped: set[int] = set()
 
     def claim(self, concurrency: int, limit: int = LAUNCH_BATCH) -> list[Project]:
-        """Claim up to ``limit`` queued projects for free slots."""
+        """Claim up to ``limit`` queued projects for free slots (none while no server answers:
+        raises :class:`TmuxError`, and the daemon tries again after a backoff)."""
+        self._ensure_server()
         claimed: list[Project] = []
         while len(claimed) < limit:
             project = self.store.claim_next(host=self.settings.host, max_processing=concurrency,
@@ -85,20 +87,22 @@ class Launcher:
             return
         try:
             self._ensure_server()
+        except TmuxError as exc:
+            # No server to start them on: they never started, so they go back to the queue as
+            # they were; the daemon tries again once the server answers.
+            for project in ready:
+                self._unclaim(project, f"not started: {exc}")
+            raise
+        try:
             results = self.server.start_sessions(specs)
         except TmuxError as exc:
             results = [exc] * len(specs)
-        retried = False
         for project, spec, result in zip(ready, specs, results, strict=True):
-            if isinstance(result, ServerNotRunning) or result is None:
-                if not retried:
-                    retried = True
-                    try:
-                        self._ensure_server()
-                    except TmuxError as exc:
-                        log.error("cannot start the tmux server: %s", exc)
+            if result is None:  # not tried: an earlier command of the chain failed
                 result = self._start_one(spec)
-            if isinstance(result, TmuxError):
+            if isinstance(result, ServerNotRunning):
+                self._unclaim(project, f"not started: {result}")
+            elif isinstance(result, TmuxError):
                 self._spawn_failed(project, f"tmux could not start the session: {result}")
             else:
                 self._started(project, result)
@@ -135,16 +139,16 @@ class Launcher:
 
     def _ensure_server(self) -> None:
         """Make sure our server answers before sessions are created on it: a ``new-session`` on a
-        missing socket would start a second server while the first lives on unreachable."""
+        missing socket would start a second server while the first lives on unreachable. A dead
+        server is not restarted here: reconcile does that (recording the loss of what ran on it,
+        with a backoff if it keeps dying); :class:`ServerNotRunning` asks the daemon for it."""
         pid = (self.server.known_instance or "").split(".", 1)[0]
         if pid.isdigit() and is_running(int(pid)) and self.guard.socket_path.exists():
             return
         look = self.guard.look()
         if look.state == "dead":
-            self.server.ensure_running(history_limit=self.settings.history_limit,
-                                       window_size=self.settings.window_size)
-            self.guard.look()
-        elif look.state == "unknown":
+            raise ServerNotRunning("the tmux server is not running; reconcile restarts it")
+        if look.state == "unknown":
             raise TmuxError("the tmux server does not answer on its socket")
 
     def _started(self, project: Project, started: StartedSession) -> None:
@@ -177,6 +181,16 @@ class Launcher:
         log.info("started session %s (%s) for project %s: %s", project.session_name, started.session_id,
                  project.id, " ".join(project.command)[:200],
                  extra={"project_id": project.id, "session_name": project.session_name})
+
+    def _unclaim(self, project: Project, why: str) -> None:
+        """Give back a claimed project whose session was never created (not a retry)."""
+        try:
+            self.store.close_session(project.id, project.session_name)
+            self.store.transition(project.id, ProjectStatus.QUEUED, source=self.source, error_message=why,
+                                  expected=ProjectStatus.PROCESSING)
+        except OrchestratorError as exc:
+            log.error("project %s cannot be given back to the queue: %s", project.id, exc,
+                      extra={"project_id": project.id, "session_name": None})
 
     def _spawn_failed(self, project: Project, message: str, *, retry: bool = True) -> None:
         """Fail a claimed project that could not start (quarantine: the queue goes on)."""

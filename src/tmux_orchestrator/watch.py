@@ -189,7 +189,7 @@ class Watcher:
         ended_here = False
         if project.status == ProjectStatus.PROCESSING:
             outcome = outcome_for_exit(exit_code)
-            if exit_code == HANGUP_CODE and not self.server.is_running():
+            if exit_code == HANGUP_CODE and not self.server.process_alive():
                 outcome = Outcome.LOST  # the tmux server died under it
             try:
                 project = self.store.transition(

@@ -16,6 +16,7 @@ from pathlib import Path
 from tmux_orchestrator.errors import ServerNotRunning, SessionNotFound, TmuxError
 from tmux_orchestrator.home import prepare_log_file
 from tmux_orchestrator.naming import is_safe_session_name
+from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.tmux.client import MAX_CHAIN_BYTES, Tmux
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,14 @@ class OrchestratorServer:
         )
         log.info("started tmux server on %s", self.tmux.socket_path)
         return True
+
+    def process_alive(self) -> bool:
+        """True while the server process last seen on the socket runs (asked of the process, not
+        of the socket or the keeper session, either of which may be gone while the server lives)."""
+        pid = (self.known_instance or "").split(".", 1)[0]
+        if not pid.isdigit():
+            return self.is_running()
+        return is_running(int(pid))
 
     def restore_keeper(self) -> None:
         """Create the keeper session again on a running server (someone killed only the keeper:
