@@ -40,9 +40,10 @@ from tmux_orchestrator.home import replace_private
 from tmux_orchestrator.processes import (
     group_alive,
     group_exists,
+    is_running,
     is_same_process,
+    marked_processes,
     process_start,
-    project_pids,
 )
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.store.sqlite import Claim, SqliteStore, session_key
@@ -106,6 +107,7 @@ class Target:
     trusted_group: bool = True
     # -- progress, filled in by the cleaner --------------------------------------------------
     signalled: bool = False
+    escaped: list[int] = field(default_factory=list)
     killed_session: bool = False
     sigkilled: bool = False
     leftovers: int = 0
@@ -129,7 +131,7 @@ class Target:
         # The row's current session, not closed yet: closing it frees the row's slot. (A closed
         # row with its session still alive is lingering: the slot was freed already.)
         current = project is not None and project.session_closed_at is None and session.is_session(
-            project.server_instance, project.session_id, project.session_name)
+            project.server_instance, project.session_id, project.session_name, project.id)
         attempt = project.attempt if current and project is not None else None
         if project is not None and not current:
             attempt = _attempt_of(session.name, project.id)
@@ -160,6 +162,8 @@ class Cleaner:
         self.settings = settings
         self.source = source
         self.owner = owner or process_owner()
+        #: The attempts' marked processes found by the last /proc scan (:meth:`_scan`).
+        self._marks: dict[tuple[int, int], list[int]] = {}
 
     # -- the whole sequence --------------------------------------------------------------------
     def clean(self, targets: Sequence[Target], *, grace: float | None = None) -> list[Target]:
@@ -191,8 +195,10 @@ class Cleaner:
                     return False
                 break
             time.sleep(0.0002)
-        if pgid is None and self._leftovers(target):
-            return False
+        if pgid is None:
+            self._scan()
+            if self._leftovers(target):
+                return False
         # tmux destroys the session once it has read the last of the pane's output (killing it
         # sooner could cut that from the log): look until it has.
         session = target.session
@@ -229,7 +235,13 @@ class Cleaner:
             return
         for target, _ in held:
             if target.session is not None:
-                target.session = listed.get(target.session.key)
+                found = listed.get(target.session.key)
+                # and its own @tmo_project tag names the target's project (a row's ids may have been
+                # edited by hand to another project's session)
+                if (found is not None and target.project is not None and found.project_id is not None
+                        and found.project_id != target.project.id):
+                    found = None
+                target.session = found
 
     def _save(self, held: list[tuple[Target, str]]) -> list[tuple[Target, str]]:
         """Save the scrollback of every live session not saved yet; each saved or failed backup is
@@ -274,57 +286,75 @@ class Cleaner:
         return self.settings.scrollback_path(target.project.id, target.attempt or target.project.attempt)
 
     def _signal(self, held: list[tuple[Target, str]], grace: float) -> list[tuple[Target, str]]:
-        """SIGTERM every group, give them ``grace`` seconds together, SIGKILL what is left."""
+        """SIGTERM every target's processes, give them ``grace`` seconds together, SIGKILL what is
+        left. A target's processes are its pane's process group and whatever left the group but
+        carries the attempt's ``TMO_*`` marks (looked up once here, then followed by pid)."""
         kept: list[tuple[Target, str]] = []
+        self._scan()
         for target, stage in held:
             if stage != "signalled" and not self.store.advance_claim(
                     target.key, owner=self.owner, stage="signalled", event=None, source=self.source):
                 continue
             kept.append((target, "signalled"))
-            target.signalled = self._send(target, signal.SIGTERM) or stage == "signalled"
+            target.escaped = self._leftovers(target)
+            # Only what this cleaner itself signals counts as a kill: a claim taken over after its
+            # owner signalled may find everything already gone (killed from outside, say), and a
+            # kill event is written only for a kill that happened.
+            target.signalled = self._send(target, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(self._alive(t) for t, _ in kept):
+        while time.monotonic() < deadline and any(self._running(t) for t, _ in kept):
             time.sleep(POLL)
+        self._scan()
         for target, _ in kept:
-            if self._alive(target):
-                target.sigkilled = self._send(target, signal.SIGKILL) or target.sigkilled
+            if self._running(target) or self._leftovers(target):
+                target.sigkilled = self._send(target, signal.SIGKILL, rescan=True) or target.sigkilled
         return kept
 
-    def _send(self, target: Target, sig: int) -> bool:
+    def _send(self, target: Target, sig: int, *, rescan: bool = False) -> bool:
         """Signal what is left of the target's processes; True if anything got the signal."""
+        sent = False
         if target.trusted_group:
             pgid = target.pane_pid
-            if not pgid or pgid <= 1 or not group_alive(pgid):
-                return False
-            try:
-                os.killpg(pgid, sig)
-                return True
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                log.warning("not allowed to signal process group %s", pgid, extra=_extra(target))
-                return False
-        pids = self._leftovers(target)
-        for pid in pids:
+            if pgid and pgid > 1 and group_alive(pgid):
+                try:
+                    os.killpg(pgid, sig)
+                    sent = True
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    log.warning("not allowed to signal process group %s", pgid, extra=_extra(target))
+        if rescan:
+            target.escaped = sorted(set(target.escaped) | set(self._leftovers(target)))
+        for pid in target.escaped:
             try:
                 os.kill(pid, sig)
+                sent = True
             except (ProcessLookupError, PermissionError):
                 pass
-        target.leftovers = max(target.leftovers, len(pids))
-        return bool(pids)
+        target.leftovers = max(target.leftovers, len(target.escaped))
+        return sent
+
+    def _scan(self) -> None:
+        """Look up every process carrying this home's ``TMO_*`` marks, once for all targets."""
+        self._marks = marked_processes(self.settings.home) or {}
 
     def _leftovers(self, target: Target) -> list[int]:
-        """Processes of an attempt whose session is gone: members of its old process group that
-        still carry its ``TMO_PROJECT_ID`` and ``TMO_HOME`` (a reused group id never matches)."""
-        if target.project is None or not target.pane_pid or target.pane_pid <= 1:
+        """Live processes carrying the attempt's ``TMO_PROJECT_ID``, ``TMO_ATTEMPT`` and ``TMO_HOME``,
+        in or out of its process group (a reused group id never matches), as of the last
+        :meth:`_scan`."""
+        if target.project is None or not target.attempt:
             return []
-        found = project_pids(target.pane_pid, target.project.id, self.settings.home)
-        return [p for p in found or [] if p != os.getpid()]
+        return list(self._marks.get((target.project.id, target.attempt), []))
+
+    def _running(self, target: Target) -> bool:
+        """Cheap: the group, or a process followed by pid, still runs."""
+        if target.trusted_group and group_alive(target.pane_pid):
+            return True
+        return any(is_running(pid) for pid in target.escaped)
 
     def _alive(self, target: Target) -> bool:
-        if target.trusted_group:
-            return group_alive(target.pane_pid)
-        return bool(self._leftovers(target))
+        """Thorough: :meth:`_running`, or any process of the attempt found by the last scan."""
+        return self._running(target) or bool(self._leftovers(target))
 
     def _kill_sessions(self, targets: list[Target]) -> None:
         live = [t.session for t in targets if t.session is not None]
@@ -345,6 +375,7 @@ class Cleaner:
         done: list[Target] = []
         deadline = time.monotonic() + CONFIRM_WAIT
         while pending:
+            self._scan()
             try:
                 listed = {s.key for s in self.server.list_all()}
             except TmuxError as exc:
@@ -352,7 +383,10 @@ class Cleaner:
                 listed = None
             still: list[Target] = []
             for target in pending:
-                if listed is None or target.key in listed or self._alive(target):
+                # only a session this clean-up found (instance, $id, name and tag) can be "still
+                # there"; one it never found is gone as far as it is concerned
+                session_there = target.session is not None and target.session.key in (listed or set())
+                if listed is None or session_there or self._alive(target):
                     still.append(target)
                 else:
                     target.notes.append("gone")
@@ -382,10 +416,11 @@ class Cleaner:
         return [(target.kind, target.project, target.name, f"{target.reason} ({how})")]
 
     def _finish(self, target: Target, *, events: list[Event]) -> None:
-        close = (target.project.id, target.name) if target.current and target.project else None
+        close = (target.project.id, target.attempt) if target.current and target.project and target.attempt \
+            else None
         self.store.finish_cleanup(target.key, close=close, events=events, source=self.source)
         if target.project is not None and target.attempt:
-            remove_run_files(self.settings, target.project.id, target.attempt)
+            remove_run_files(self.settings, target.project.id, target.attempt, current=target.current)
         if events:
             log.info("%s: session %s %s", target.kind, target.name, events[0][3], extra=_extra(target))
 
@@ -410,16 +445,20 @@ class Cleaner:
                 log.warning("cannot record kill_unconfirmed: %s", exc)
 
 
-def remove_run_files(settings: Settings, project_id: int, attempt: int) -> None:
-    """Remove an attempt's wrapper, started marker and exit files: its session is gone, so its
-    wrapper can no longer write them (removing them earlier raced the wrapper's own ``mv``)."""
-    for suffix in ("sh", "started", "exit", "exit.tmp"):
+def remove_run_files(settings: Settings, project_id: int, attempt: int, *, current: bool = True) -> None:
+    """Remove an attempt's wrapper, started marker and exit files, and (for the project's
+    ``current`` attempt) its marker file: its session is gone, so nothing of it can write them any
+    more (removing them earlier raced the wrapper's own writes)."""
+    paths = [settings.run_dir / f"{project_id}-{attempt}.{suffix}" for suffix in ("sh", "started", "exit")]
+    if current:
+        paths.append(settings.marker_path(project_id))
+    for path in paths:
         try:
-            (settings.run_dir / f"{project_id}-{attempt}.{suffix}").unlink()
+            path.unlink()  # a link is removed, never followed
         except FileNotFoundError:
             pass
         except OSError as exc:
-            log.warning("cannot remove run file of project %s: %s", project_id, exc)
+            log.warning("cannot remove run file %s of project %s: %s", path.name, project_id, exc)
 
 
 def _attempt_of(name: str, project_id: int) -> int | None:
@@ -488,6 +527,11 @@ class CleanupQueue:
         """True when nothing is queued or being cleaned."""
         with self._cond:
             return not self._keys
+
+    def in_flight(self) -> int:
+        """How many sessions are queued or being cleaned."""
+        with self._cond:
+            return len(self._keys)
 
     def _work(self) -> None:
         while True:

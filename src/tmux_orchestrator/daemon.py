@@ -209,10 +209,13 @@ class Daemon:
     def _shutdown(self) -> None:
         try:
             if self._fifo_fd >= 0 and self.exit_code == 0:
-                self._event("daemon_stopped",
-                            f"pid {os.getpid()}, {len(self.running)} session(s) left running")
+                stopping = self.cleanups.in_flight()
+                left = f"{len(self.running)} session(s) left running"
+                if stopping:
+                    left += f", {stopping} clean-up(s) unfinished (the next daemon finishes them)"
+                self._event("daemon_stopped", f"pid {os.getpid()}, {left}")
                 self.store.set_setting("daemon.pid", "")
-                log.info("daemon stopped; %s running session(s) left alone", len(self.running))
+                log.info("daemon stopped; %s", left)
             if self.exit_code == 0:
                 self.lease.release()
         except OrchestratorError as exc:
@@ -370,8 +373,7 @@ class Daemon:
     def _read_controls(self) -> None:
         """Concurrency and pause, as stored (``tmo pause``, ``--concurrency``)."""
         self.paused = self.store.get_setting("paused", "0") == "1"
-        text = self.store.get_setting("concurrency", "1") or "1"
-        self.concurrency = int(text) if text.isdigit() and int(text) > 0 else 1
+        self.concurrency = self.store.concurrency()
 
     def _check_database(self) -> None:
         token = self.store.changes_token()

@@ -13,6 +13,7 @@ reason, is failed with a message saying what is wrong, and the next one is start
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
@@ -47,12 +48,16 @@ class Launcher:
         self.cleaner = cleaner
         self.cleanups = cleanups
         self.source = source
+        #: Claimed projects that could not be given back yet: id -> (project, why).
+        self._unclaimed: dict[int, tuple[Project, str]] = {}
         #: Rows that could not even be failed (the database refused): never claimed again by us.
         self.skipped: set[int] = set()
 
     def claim(self, concurrency: int, limit: int = LAUNCH_BATCH) -> list[Project]:
         """Claim up to ``limit`` queued projects for free slots (none while no server answers:
         raises :class:`TmuxError`, and the daemon tries again after a backoff)."""
+        for given_back, why in list(self._unclaimed.values()):
+            self._unclaim(given_back, why)
         self._ensure_server()
         claimed: list[Project] = []
         while len(claimed) < limit:
@@ -67,6 +72,7 @@ class Launcher:
         """Create the sessions of claimed projects with as few tmux calls as fit."""
         specs: list[SessionSpec] = []
         ready: list[Project] = []
+        deferred: Deferred | None = None
         still = self.store.attempts([p.id for p in projects])
         for project in projects:
             if still.get(project.id) != (ProjectStatus.PROCESSING.value, project.attempt):
@@ -78,12 +84,17 @@ class Launcher:
             try:
                 specs.append(self._spec(project))
                 ready.append(project)
+            except Deferred as exc:
+                deferred = deferred or exc
+                self._unclaim(project, f"not started: {exc}")
             except CannotRun as exc:
                 self._spawn_failed(project, str(exc), retry=exc.retry)
             except Exception as exc:
                 log.exception("project %s: cannot prepare its start", project.id)
                 self._spawn_failed(project, f"cannot start: {exc}", retry=False)
         if not specs:
+            if deferred is not None:
+                raise deferred
             return
         try:
             self._ensure_server()
@@ -97,6 +108,10 @@ class Launcher:
             results = self.server.start_sessions(specs)
         except TmuxError as exc:
             results = [exc] * len(specs)
+        except OSError as exc:  # its pipe log could not be made (a full disk, ...)
+            for project in ready:
+                self._unclaim(project, f"not started: {exc.strerror or exc}")
+            raise Deferred(f"cannot start sessions: {exc.strerror or exc}") from exc
         for project, spec, result in zip(ready, specs, results, strict=True):
             if result is None:  # not tried: an earlier command of the chain failed
                 result = self._start_one(spec)
@@ -106,6 +121,8 @@ class Launcher:
                 self._spawn_failed(project, f"tmux could not start the session: {result}")
             else:
                 self._started(project, result)
+        if deferred is not None:
+            raise deferred
 
     def _start_one(self, spec: SessionSpec) -> StartedSession | TmuxError:
         try:
@@ -133,6 +150,8 @@ class Launcher:
             raise CannotRun(f"cannot run: its command or environment is not valid UTF-8 ({exc.reason})",
                             retry=False) from exc
         except OSError as exc:
+            if exc.errno in TRANSIENT:
+                raise Deferred(f"cannot write its wrapper: {exc.strerror or exc}") from exc
             raise CannotRun(f"cannot write its wrapper: {exc.strerror or exc}") from exc
         return SessionSpec(name=project.session_name, project_id=project.id, cwd=path,
                            argv=["/bin/sh", str(script)], log_path=self.settings.log_path(project.id))
@@ -183,14 +202,21 @@ class Launcher:
                  extra={"project_id": project.id, "session_name": project.session_name})
 
     def _unclaim(self, project: Project, why: str) -> None:
-        """Give back a claimed project whose session was never created (not a retry)."""
+        """Give back a claimed project whose session was never created (not a retry, not a
+        failure: nothing ran). If even that cannot be written, it is tried again before the next
+        claim."""
         try:
             self.store.close_session(project.id, project.session_name)
             self.store.transition(project.id, ProjectStatus.QUEUED, source=self.source, error_message=why,
                                   expected=ProjectStatus.PROCESSING)
+        except InvalidTransition:
+            pass  # ended meanwhile (cancelled): nothing to give back
         except OrchestratorError as exc:
-            log.error("project %s cannot be given back to the queue: %s", project.id, exc,
+            log.error("project %s cannot be given back to the queue yet: %s", project.id, exc,
                       extra={"project_id": project.id, "session_name": None})
+            self._unclaimed[project.id] = (project, why)
+            return
+        self._unclaimed.pop(project.id, None)
 
     def _spawn_failed(self, project: Project, message: str, *, retry: bool = True) -> None:
         """Fail a claimed project that could not start (quarantine: the queue goes on)."""
@@ -211,6 +237,17 @@ class Launcher:
             return
         if retry:
             requeue_after_failure(self.store, failed, source=self.source)
+
+
+#: errno values of a fault that passes (a full disk, an I/O error): the project is not to blame,
+#: so it is given back to the queue, not failed.
+TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE,
+                       errno.ENFILE, errno.EAGAIN, errno.EINTR})
+
+
+class Deferred(OrchestratorError):
+    """Projects could not be started for a reason that passes (a full disk): they were given back
+    to the queue, and the daemon waits (its step backs off) before it claims again."""
 
 
 class CannotRun(Exception):

@@ -26,7 +26,7 @@ from tmux_orchestrator.errors import (
 from tmux_orchestrator.inputs import check_project, check_text
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.reconcile import SessionRow, classify, find_session, is_ours
-from tmux_orchestrator.retries import MAX_RETRY_DELAY, RETRYABLE, requeue_after_failure
+from tmux_orchestrator.retries import MAX_DURATION, MAX_RETRY_DELAY, RETRYABLE, requeue_after_failure
 from tmux_orchestrator.store import NewProject, open_store
 from tmux_orchestrator.tmux import (
     OrchestratorServer,
@@ -197,8 +197,12 @@ class Orchestrator:
         for label, value in (("timeout", timeout), ("idle timeout", idle_timeout)):
             if value is not None and not value > 0:  # `not >`: NaN is refused too
                 raise UsageError(f"{label} must be positive")
+            if value is not None and value > MAX_DURATION:
+                raise UsageError(f"{label} must be at most {MAX_DURATION // 86400:.0f} days")
         if not isinstance(retry_delay, (int, float)) or not retry_delay >= 0 or retry_delay == float("inf"):
             raise UsageError("retry delay must be a finite number of seconds, 0 or more")
+        if retry_delay > MAX_DURATION:
+            raise UsageError(f"retry delay must be at most {MAX_DURATION // 86400:.0f} days")
         return NewProject(
             command=argv,
             name=name or (spec.stem if spec else Path(argv[0]).name),
@@ -228,7 +232,7 @@ class Orchestrator:
         is confirmed gone. The caller is responsible for starting the claimed project.
         """
         self.cleanup_lingering()
-        limit = int(self.store.get_setting("concurrency", "1") or 1)
+        limit = self.store.concurrency()
         return self.store.claim_next(host=self.host, max_processing=limit, runner=self.settings.runner)
 
     # -- ending projects ---------------------------------------------------------------------

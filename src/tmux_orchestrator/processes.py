@@ -1,8 +1,9 @@
-"""Finding and ending a project's own processes, by pid.
+"""Finding a project's own processes, by pid.
 
-A project's processes are the members of its pane's process group. Before a signal is sent when no
-tmux session vouches for the group any more (a lost project), each member is checked on Linux to
-carry the project's ``TMO_PROJECT_ID`` and ``TMO_HOME`` in its environment, so a recycled process
+A project's processes are the members of its pane's process group, and any process that left the
+group (``setsid``, a daemonising child) but still carries the attempt's ``TMO_PROJECT_ID``,
+``TMO_ATTEMPT`` and ``TMO_HOME`` in its environment. When no tmux session vouches for the group any
+more (a lost project), only processes carrying those marks are signalled, so a recycled process
 group id can never make us signal someone else's process.
 """
 
@@ -15,25 +16,34 @@ _PROC = Path("/proc")
 _HAS_PROC = (_PROC / "self" / "stat").exists()
 
 
-def project_pids(pgid: int, project_id: int, home: Path) -> list[int] | None:
-    """Pids in process group ``pgid`` that belong to the project; None where /proc is missing."""
+def marked_processes(home: Path) -> dict[tuple[int, int], list[int]] | None:
+    """Live processes of this user that carry ``TMO_HOME=home``, by their ``(TMO_PROJECT_ID,
+    TMO_ATTEMPT)``, in any process group; this process excluded. One pass over /proc serves every
+    project being cleaned up. None where /proc is missing."""
     if not _HAS_PROC:
         return None
-    marks = (f"TMO_PROJECT_ID={project_id}".encode(), f"TMO_HOME={home}".encode())
-    found: list[int] = []
+    home_mark = f"TMO_HOME={home}".encode()
+    me, uid = os.getpid(), os.geteuid()
+    found: dict[tuple[int, int], list[int]] = {}
     for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
-            stat = (entry / "stat").read_bytes()
-            fields = stat.rsplit(b")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] == b"Z":
+            if entry.stat().st_uid != uid:
                 continue
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
+            environ = (entry / "environ").read_bytes()
+            if home_mark not in environ:
+                continue
+            if (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z":
+                continue
+        except (OSError, IndexError):
             continue
-        if all(mark in environ for mark in marks):
-            found.append(int(entry.name))
+        values = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
+        if values.get(b"TMO_HOME") != home_mark[len(b"TMO_HOME="):]:
+            continue
+        project, attempt = values.get(b"TMO_PROJECT_ID", b""), values.get(b"TMO_ATTEMPT", b"")
+        if project.isdigit() and attempt.isdigit():
+            found.setdefault((int(project), int(attempt)), []).append(int(entry.name))
     return found
 
 

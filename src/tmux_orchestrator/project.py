@@ -171,6 +171,7 @@ _WHY = {
     "command": "is not a JSON list of strings",
     "env": "is not a JSON object of strings",
     "outcome": "is not an outcome",
+    "status": "is not a status (queued, processing, completed, failed, cancelled)",
     "project_path": "is not valid text",
     "spec_path": "is not valid text",
 }

@@ -85,15 +85,18 @@ def classify(owned: list[SessionInfo], store: SqliteStore) -> list[SessionRow]:
     rows = store.find_by_session([s.name for s in owned])
     out: list[SessionRow] = []
     for session in owned:
+        # The session's own @tmo_project tag names its project; its name only when it has no tag
+        # (a row's session name may have been edited to another project's).
         project = rows.get(session.name)
-        if project is None and session.project_id is not None:
+        if session.project_id is not None and (project is None or project.id != session.project_id):
             try:
                 project = store.get(session.project_id)
             except ProjectNotFound:
                 project = None
         if project is None:
             out.append(SessionRow(session, "orphaned", None, "no project owns it"))
-        elif not session.is_session(project.server_instance, project.session_id, project.session_name):
+        elif not session.is_session(project.server_instance, project.session_id, project.session_name,
+                                    project.id):
             out.append(SessionRow(session, "lingering", project, f"older attempt of project {project.id}"))
         elif project.status == ProjectStatus.PROCESSING:
             out.append(SessionRow(session, "running", project, "project is running"))
@@ -410,6 +413,7 @@ def find_session(project: Project, owned: list[SessionInfo]) -> SessionInfo | No
         if project.session_id is None:
             if session.name == project.session_name and session.project_id == project.id:
                 return session
-        elif session.is_session(project.server_instance, project.session_id, project.session_name):
+        elif session.is_session(project.server_instance, project.session_id, project.session_name,
+                                project.id):
             return session
     return None

@@ -15,14 +15,19 @@ log = logging.getLogger(__name__)
 RETRYABLE = frozenset(
     {Outcome.EXITED, Outcome.SIGNAL, Outcome.TIMEOUT, Outcome.IDLE, Outcome.LOST, Outcome.SPAWN_ERROR}
 )
-#: Longest delay between automatic retries, whatever the backoff says.
+#: Longest delay between automatic retries, whatever the backoff says (unless ``--retry-delay``
+#: itself is longer).
 MAX_RETRY_DELAY = 3600.0
+#: Longest timeout, idle timeout or retry delay a project may have: ten years, far below what a
+#: date can hold (a longer one is surely a typo).
+MAX_DURATION = 3650 * 86400.0
 
 
 def retry_delay(project: Project) -> float:
     """Seconds before the next automatic retry: ``retry_delay`` doubled per retry so far."""
-    delay = project.retry_delay * (2.0**project.retry_count)
-    return float(min(delay, max(project.retry_delay, MAX_RETRY_DELAY)))
+    delay = project.retry_delay * (2.0 ** min(project.retry_count, 64))
+    delay = min(delay, max(project.retry_delay, MAX_RETRY_DELAY), MAX_DURATION)
+    return float(delay) if delay >= 0 else 0.0  # a hand-edited negative or NaN delay: at once
 
 
 def requeue_after_failure(store: SqliteStore, project: Project, *, source: str) -> Project:

@@ -60,6 +60,7 @@ def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout:
         argv += ["--concurrency", str(concurrency)]
     out_path = settings.home / "daemon.out"
     with os.fdopen(open_append(out_path, "daemon output file"), "ab") as out:
+        start_offset = os.fstat(out.fileno()).st_size  # earlier starts' errors are not this one's
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(write_fd,),
             start_new_session=True, env={**os.environ, "TMO_DATABASE_URL": settings.database_url},
@@ -75,7 +76,7 @@ def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout:
         code = proc.poll()
         if code is None:
             proc.terminate()
-        tail = _tail(out_path)
+        tail = _tail(out_path, start=start_offset)
         raise DaemonError(
             f"the daemon did not start{'' if code is None else f' (exit code {code})'}: {tail}"
         )
@@ -99,10 +100,11 @@ def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
     raise DaemonError(f"daemon pid {pid} did not stop within {timeout:.0f}s")
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def _tail(path: Path, lines: int = 3, *, start: int = 0) -> str:
+    """The last ``lines`` lines written to ``path`` after offset ``start``, joined with `` | ``."""
     try:
         with os.fdopen(open_private(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 65536))
+            fh.seek(max(start, os.fstat(fh.fileno()).st_size - 65536))
             data = fh.read()
     except OSError:
         return "no output"

@@ -97,6 +97,8 @@ class Watcher:
         self._deadlines: list[tuple[float, int, int]] = []
         #: Exits read from the FIFO and not written to the database yet: (id, attempt) -> (code, when).
         self.pending_exits: dict[tuple[int, int], tuple[int, float]] = {}
+        self._exits_failures = 0
+        self._exits_retry_at = 0.0
         self._fifo_buffer = b""
         self.event_cursor = 0
         self._run_dir_mtime = 0.0
@@ -150,15 +152,22 @@ class Watcher:
         self.apply_exits()
 
     def apply_exits(self) -> None:
-        """Record the exits read so far; one that cannot be written stays pending (not lost)."""
+        """Record the exits read so far; one that cannot be written stays pending (not lost) and
+        is tried again after a backoff (0.2 s doubling to 5 s, one log line each time)."""
+        if self.pending_exits and time.monotonic() < self._exits_retry_at:
+            return
         for key, (code, received) in list(self.pending_exits.items()):
             try:
                 self.on_exit(ExitMessage(key[0], key[1], code), received)
             except OrchestratorError as exc:
-                log.error("project %s: cannot record its end yet (%s); will try again", key[0], exc,
-                          extra={"project_id": key[0], "session_name": None})
-                continue
+                self._exits_failures += 1
+                delay = min(5.0, 0.2 * 2 ** (self._exits_failures - 1))
+                self._exits_retry_at = time.monotonic() + delay
+                log.error("project %s: cannot record its end yet (%s); trying again in %.1fs", key[0],
+                          exc, delay, extra={"project_id": key[0], "session_name": None})
+                return
             self.pending_exits.pop(key, None)
+        self._exits_failures = 0
 
     def on_exit(self, message: ExitMessage, received: float | None = None) -> None:
         """A wrapper reported its command's exit code."""
@@ -169,11 +178,12 @@ class Watcher:
         if project.attempt != message.attempt:
             return  # an older attempt's late report: its own clean-up closes it
         was_running = project.status == ProjectStatus.PROCESSING
-        self.finish(project, message.exit_code)
+        self.finish(project, message.exit_code,
+                    ended_at=datetime.fromtimestamp(received, UTC) if received else None)
         self.metrics.end_detected("exit", received if was_running else None)
 
     # -- ends --------------------------------------------------------------------------------
-    def finish(self, project: Project, exit_code: int) -> Project:
+    def finish(self, project: Project, exit_code: int, *, ended_at: datetime | None = None) -> Project:
         """Record that ``project``'s command exited with ``exit_code``, and settle its session.
 
         The command is gone, so its process group and session end by themselves within a few
@@ -182,8 +192,13 @@ class Watcher:
         left behind (a child that ignores the hang-up) is stopped by the clean-up engine.
         """
         watched = self.running.pop(project.id, None)
-        target = self.target(project, reason=f"exited ({describe_exit(exit_code)})")
-        target.trusted_group = watched is not None or target.session is not None
+        # The session this daemon started and watched, if it did (the row's ids may have been
+        # edited since); else the one the row records.
+        mine = watched is not None and watched.project.attempt == project.attempt
+        target = self.target(watched.project if mine and watched else project,
+                             reason=f"exited ({describe_exit(exit_code)})")
+        target.project = project
+        target.trusted_group = mine or target.session is not None
         open_session = project.session_closed_at is None and bool(project.session_name)
         gone = open_session and not self.cleanups.busy(target.key) and self.cleaner.exited_and_gone(target)
         ended_here = False
@@ -196,7 +211,7 @@ class Watcher:
                     project.id, ProjectStatus.COMPLETED if exit_code == 0 else ProjectStatus.FAILED,
                     source=self.source, outcome=outcome, exit_code=exit_code,
                     error_message=None if exit_code == 0 else describe_exit(exit_code),
-                    expected=ProjectStatus.PROCESSING, close_session=gone,
+                    expected=ProjectStatus.PROCESSING, close_session=gone, ended_at=ended_at,
                 )
                 ended_here = True
             except InvalidTransition:
@@ -287,11 +302,12 @@ class Watcher:
         self.running.pop(project_id, None)
         log.info("project %s %s", project_id, why,
                  extra={"project_id": project_id, "session_name": running.project.session_name})
-        if project is not None and project.attempt == running.project.attempt:
-            target = self.target(project, reason=why)
-        else:
-            target = self.target(running.project, reason=why)
-            target.current = project is not None and project.session_name == running.project.session_name
+        # The session is the one this daemon started and watched (the row's ids may have been
+        # edited since); the row, if it is still there, says how the project ended.
+        target = self.target(running.project, reason=why)
+        target.current = project is not None and project.attempt == running.project.attempt
+        if project is not None:
+            target.project = project
         target.trusted_group = True
         self.cleanups.submit([target])
         return True

@@ -85,7 +85,7 @@ def status(ctx: Context, as_json: bool) -> None:
         home=str(settings.home),
         socket=str(settings.socket_path),
         database=redact_url(settings.database_url),
-        concurrency=int(store.get_setting("concurrency", "1") or 1),
+        concurrency=store.concurrency(),
         paused=store.get_setting("paused", "0") == "1",
         started_at=store.get_setting("daemon.started_at") if pid else None,
         counts=store.counts(),

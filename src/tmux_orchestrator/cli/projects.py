@@ -322,7 +322,7 @@ def complete(ctx: Context, project_id: int | None) -> None:
     """Mark a project completed and kill its session (ID defaults to $TMO_PROJECT_ID)."""
     pid = project_id_from_env(project_id, "complete")
     project = ctx.existing.mark_project_complete(pid, success=True)
-    click.echo(f"project {pid}: {project.status.value}")
+    _ended_as(project, ProjectStatus.COMPLETED)
 
 
 @cli.command()
@@ -335,7 +335,16 @@ def fail(ctx: Context, project_id: int | None, reason: str | None) -> None:
     if reason is not None:
         check_text(reason, "the reason")  # stored and printed as the error message
     project = ctx.existing.fail(pid, reason=reason)
-    click.echo(f"project {pid}: {project.status.value}")
+    _ended_as(project, ProjectStatus.FAILED)
+
+
+def _ended_as(project: Project, wanted: ProjectStatus) -> None:
+    """Report the project's status; exit 1 when it had already ended otherwise (it is left as it
+    was: an ended project is changed only by `tmo retry`)."""
+    if project.status != wanted:
+        raise OrchestratorError(f"project {project.id} had already ended as {project.status.value}; "
+                                f"left as it was (`tmo retry {project.id}` runs it again)")
+    click.echo(f"project {project.id}: {project.status.value}")
 
 
 def _each(ctx: Context, ids: tuple[int, ...], verb: str) -> None:

@@ -87,7 +87,7 @@ def row_to_project(row: Sequence[Any]) -> Project:
     project = Project(
         id=pid,
         name=_text(name, "name", raw) or "",
-        status=ProjectStatus(status),
+        status=_status(status, raw),
         priority=_number(priority, "priority", raw, int) or 0,
         command=_command(command, raw),
         env=_env(env, raw),
@@ -188,6 +188,16 @@ def _env(value: Any, raw: dict[str, str]) -> dict[str, str]:
         return env
     raw["env"] = _shown(value)
     return {}
+
+
+def _status(value: Any, raw: dict[str, str]) -> ProjectStatus:
+    # The CHECK constraint keeps other values out, unless switched off by hand
+    # (`PRAGMA ignore_check_constraints`): such a row is shown, and counts as failed.
+    try:
+        return ProjectStatus(value)
+    except ValueError:
+        raw["status"] = _shown(value)
+        return ProjectStatus.FAILED
 
 
 def _outcome(value: Any, raw: dict[str, str]) -> Outcome | None:

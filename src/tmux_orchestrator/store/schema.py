@@ -95,6 +95,11 @@ END;
 
 
 _STATUSES = _quoted(s.value for s in ProjectStatus)
+_DELETE_REFUSED = (
+    "tmo: a project whose session is still open cannot be deleted; cancel it first "
+    "(UPDATE project_queue SET status=''cancelled'' WHERE id=...), then delete it once its session "
+    "is closed"
+)
 
 #: Migration N (1-based) brings the schema from version N-1 to N.
 MIGRATIONS: list[str] = [
@@ -172,6 +177,15 @@ CREATE TABLE cleanup_claims (
     stage         TEXT NOT NULL DEFAULT 'claimed' CHECK (stage IN ('claimed', 'saved', 'signalled')),
     claimed_at    TEXT NOT NULL DEFAULT ({NOW})
 );
+
+-- A row whose session is still open holds a slot: deleting it would free the slot while the old
+-- attempt's processes still run. Cancel it first; delete it once its session is closed.
+CREATE TRIGGER project_queue_delete_guard
+BEFORE DELETE ON project_queue
+WHEN OLD.session_name IS NOT NULL AND OLD.session_closed_at IS NULL
+BEGIN
+    SELECT RAISE(ABORT, '{_DELETE_REFUSED}');
+END;
 
 CREATE TABLE daemon_leases (
     host          TEXT PRIMARY KEY,

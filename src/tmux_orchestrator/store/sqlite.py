@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -91,6 +92,14 @@ class SqliteStore:
         # (``mode=rw``), and gives -wal/-shm the file's mode (docs/security.md).
         try:
             prepare_database(self.path, create=create)
+            links = os.stat(self.path).st_nlink
+            if links > 1:
+                # SQLite keeps the WAL beside the name a database was opened by: two names of one
+                # file mean two WALs, two lock sets, and a daemon on each that cannot see the other.
+                raise StoreError(
+                    f"database {self.path} has {links} names (hard links); SQLite cannot keep a database "
+                    "opened under two names consistent: open it by one path and remove the other links"
+                )
             uri = str(self.path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
             self._conn = sqlite3.connect(
                 f"file:{uri}?mode=rw",
@@ -102,6 +111,10 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
+        # Text that is not UTF-8 (written by another program, or `CAST(X'ff' AS TEXT)` by hand)
+        # must not make every read of its table fail: it is read with its bad bytes as lone
+        # surrogates, which the row reader reports as a problem and the CLI prints escaped.
+        self._conn.text_factory = _decode
         try:
             self._setup(synchronous)
         except StoreError:
@@ -342,6 +355,14 @@ class SqliteStore:
                     f"SELECT {columns} FROM project_queue WHERE status IN ({marks}) {order} LIMIT :limit",
                     params,
                 ).fetchall()
+            left = None if not limit else limit - len(out)
+            if wanted is None and (left is None or left > 0):
+                # Statuses a hand edit slipped past the CHECK constraint: listed last, never hidden.
+                known = ", ".join(f"'{s.value}'" for s in ProjectStatus)
+                out += self._conn.execute(
+                    f"SELECT {columns} FROM project_queue WHERE status NOT IN ({known}) ORDER BY id DESC "
+                    "LIMIT :limit", {"now": now, "limit": -1 if left is None else left},
+                ).fetchall()
             return out
 
         def in_snapshot() -> list[sqlite3.Row]:
@@ -458,12 +479,14 @@ class SqliteStore:
         not_before: datetime | None = None,
         count_retry: bool = False,
         close_session: bool = False,
+        ended_at: datetime | None = None,
     ) -> Project:
         """Apply one allowed status change (``UPDATE ... WHERE status IN (allowed)``).
 
         ``count_retry`` adds one to ``retry_count`` in the same statement: a retry is counted if
         and only if it happened. ``close_session`` records in the same statement that the
         project's session is gone (a command that exited by itself, its group and session gone).
+        ``ended_at`` is when it really ended, if that was before now (an exit recorded late).
         """
         allowed = {expected} if expected else set(predecessors(new))
         allowed &= set(predecessors(new))
@@ -476,7 +499,8 @@ class SqliteStore:
             params.append(now_text())
         if new.is_terminal:
             sets += ["outcome = ?", "exit_code = coalesce(?, exit_code)", "completed_at = ?"]
-            params += [outcome.value if outcome else None, exit_code, now_text()]
+            params += [outcome.value if outcome else None, exit_code,
+                       to_text(ended_at) if ended_at else now_text()]
             sets.append("error_message = ?")
             params.append(error_message if new != ProjectStatus.COMPLETED else None)
         elif new == ProjectStatus.QUEUED:
@@ -532,9 +556,10 @@ class SqliteStore:
         with self._write() as conn:
             for claim in claims:
                 if claim.current and claim.project_id is not None:
+                    # the attempt names the row's session (its name may have been edited by hand)
                     open_row = conn.execute(
-                        "SELECT 1 FROM project_queue WHERE id = ? AND session_name = ? "
-                        "AND session_closed_at IS NULL", (claim.project_id, claim.session_name),
+                        "SELECT 1 FROM project_queue WHERE id = ? AND attempt = ? "
+                        "AND session_closed_at IS NULL", (claim.project_id, claim.attempt),
                     ).fetchone()
                     if open_row is None:
                         continue
@@ -583,16 +608,16 @@ class SqliteStore:
                          (now_text(), key, owner))
 
     def finish_cleanup(
-        self, key: str, *, close: tuple[int, str] | None,
+        self, key: str, *, close: tuple[int, int] | None,
         events: list[tuple[str, Project | None, str, str]], source: str,
     ) -> None:
         """The session is confirmed gone: drop its claim, close the row's session (``close`` is
-        ``(project id, session name)``) and write ``events``, all in one transaction."""
+        ``(project id, attempt)``) and write ``events``, all in one transaction."""
         with self._write() as conn:
             conn.execute("DELETE FROM cleanup_claims WHERE session_key = ?", (key,))
             if close is not None:
                 conn.execute(
-                    "UPDATE project_queue SET session_closed_at = ? WHERE id = ? AND session_name = ? "
+                    "UPDATE project_queue SET session_closed_at = ? WHERE id = ? AND attempt = ? "
                     "AND session_closed_at IS NULL", (now_text(), *close),
                 )
             self._insert_events(conn, events, source)
@@ -679,15 +704,22 @@ class SqliteStore:
         return out
 
     def remove(self, project_id: int, *, source: str) -> Project:
-        """Delete a project that is not running (its events stay)."""
+        """Delete a project that is not running and whose session is closed (its events stay)."""
         project = self.get(project_id)
         with self._write() as conn:
             conn.execute("UPDATE project_queue SET changed_by = ? WHERE id = ?", (source, project_id))
             cur = conn.execute(
-                "DELETE FROM project_queue WHERE id = ? AND status != 'processing'", (project_id,)
+                "DELETE FROM project_queue WHERE id = ? AND status != 'processing' "
+                "AND (session_name IS NULL OR session_closed_at IS NOT NULL)", (project_id,)
             )
             if cur.rowcount == 0:
-                raise InvalidTransition(project_id, "processing", "removed (cancel it first)")
+                row = conn.execute("SELECT status FROM project_queue WHERE id = ?", (project_id,)).fetchone()
+                if row is None:
+                    raise ProjectNotFound(project_id)
+                if row["status"] == "processing":
+                    raise InvalidTransition(project_id, "processing", "removed (cancel it first)")
+                raise InvalidTransition(project_id, f"{row['status']} and its session is still being stopped",
+                                        "removed yet (try again once it is closed)")
         return project
 
     # -- events ------------------------------------------------------------------------------
@@ -774,6 +806,12 @@ class SqliteStore:
         rows = self._read("SELECT value FROM settings WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else default
 
+    def concurrency(self) -> int:
+        """The stored concurrency (``tmo daemon start --concurrency``); 1 when unset, or when a hand
+        edit left something that is not a positive whole number."""
+        text = (self.get_setting("concurrency", "1") or "1").strip()
+        return int(text) if text.isdigit() and 0 < int(text) < 2**31 else 1
+
     def set_setting(self, key: str, value: str) -> None:
         """Store a value in the settings table."""
         with self._write() as conn:
@@ -797,6 +835,10 @@ class SqliteStore:
         for row in self._read("SELECT status, count(*) FROM project_queue GROUP BY status"):
             out[row[0]] = row[1]
         return out
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _split_sql(script: str) -> list[str]:

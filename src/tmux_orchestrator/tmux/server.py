@@ -56,14 +56,20 @@ class SessionInfo:
         """Server instance, ``$id`` and name: what names this session and no other, ever."""
         return f"{self.instance or '?'}/{self.session_id}/{self.name}"
 
-    def is_session(self, instance: str | None, session_id: str | None, name: str | None) -> bool:
-        """True if this is the session recorded as (``instance``, ``session_id``, ``name``).
+    def is_session(self, instance: str | None, session_id: str | None, name: str | None,
+                   project_id: int | None = None) -> bool:
+        """True if this is the session recorded as (``instance``, ``session_id``, ``name``) for
+        project ``project_id``.
 
-        All three must agree: tmux numbers sessions from ``$0`` again after a restart, so an id
-        alone may name another project's session. A part that was never recorded (a session
-        started by an older release, or not recorded yet) is not compared, but the name always is.
+        All must agree: tmux numbers sessions from ``$0`` again after a restart, so an id alone may
+        name another project's session, and a row's session name may have been edited by hand to
+        another project's: the session's own ``@tmo_project`` tag must name the row's project. A
+        part that was never recorded (a session started by an older release, or not recorded yet)
+        is not compared, but the name always is.
         """
         if name != self.name:
+            return False
+        if project_id is not None and self.project_id is not None and project_id != self.project_id:
             return False
         if session_id and session_id != self.session_id:
             return False
