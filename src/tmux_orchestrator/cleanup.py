@@ -46,7 +46,7 @@ from tmux_orchestrator.processes import (
     process_start,
 )
 from tmux_orchestrator.project import Project
-from tmux_orchestrator.store.sqlite import Claim, SqliteStore, session_key
+from tmux_orchestrator.store.base import Claim, EventRow, Store, session_key
 from tmux_orchestrator.tmux import OrchestratorServer, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ POLL = 0.01
 #: Seconds a session whose processes all exited gets to close by itself before it is killed.
 SETTLE_WAIT = 0.2
 
-Event = tuple[str, Project | None, str, str]
 
 
 def process_owner() -> str:
@@ -155,7 +154,7 @@ class Target:
 class Cleaner:
     """Cleans sessions up, exactly once whoever calls: see the module docstring."""
 
-    def __init__(self, store: SqliteStore, server: OrchestratorServer, settings: Settings, *,
+    def __init__(self, store: Store, server: OrchestratorServer, settings: Settings, *,
                  source: str, owner: str | None = None) -> None:
         self.store = store
         self.server = server
@@ -265,7 +264,7 @@ class Cleaner:
             kept.append((target, stage))
         return kept
 
-    def _backup(self, target: Target, text: str | None) -> Event | None:
+    def _backup(self, target: Target, text: str | None) -> EventRow | None:
         """Write one scrollback; the event that says how it went (None: nothing to save)."""
         if text is None:
             return None  # the session vanished before it could be captured: its log has it all
@@ -404,7 +403,7 @@ class Cleaner:
             self._unconfirmed(target)
         return done
 
-    def _kill_events(self, target: Target) -> list[Event]:
+    def _kill_events(self, target: Target) -> list[EventRow]:
         """The events of what this clean-up did to ``target``: nothing unless it killed something."""
         if not (target.signalled or target.killed_session or target.sigkilled):
             return []
@@ -415,7 +414,7 @@ class Cleaner:
                      f"{target.reason}: {target.leftovers} leftover process(es), {how}")]
         return [(target.kind, target.project, target.name, f"{target.reason} ({how})")]
 
-    def _finish(self, target: Target, *, events: list[Event]) -> None:
+    def _finish(self, target: Target, *, events: list[EventRow]) -> None:
         close = (target.project.id, target.attempt) if target.current and target.project and target.attempt \
             else None
         self.store.finish_cleanup(target.key, close=close, events=events, source=self.source)

@@ -43,7 +43,7 @@ from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.reconcile import Reconciler
 from tmux_orchestrator.retention import ACTIVE, prune_logs
-from tmux_orchestrator.store.sqlite import now_text, to_text
+from tmux_orchestrator.store.rows import now_text, to_text
 from tmux_orchestrator.tmux import check_tmux
 from tmux_orchestrator.tmux.guard import ServerGuard
 from tmux_orchestrator.watch import Running, Watcher, describe_exit

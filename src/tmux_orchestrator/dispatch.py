@@ -52,7 +52,7 @@ from tmux_orchestrator.webhooks import WebhookSpec, post
 if TYPE_CHECKING:
     from tmux_orchestrator.config import Settings
     from tmux_orchestrator.metrics import DaemonMetrics
-    from tmux_orchestrator.store.sqlite import SqliteStore
+    from tmux_orchestrator.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Channel(threading.Thread):
         self._saved_at = 0.0
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         """The dispatcher's connection."""
         return self.dispatcher.store
 
@@ -394,7 +394,7 @@ class Dispatcher:
         self.settings = settings
         self.metrics = metrics
         self.config = (config or load_delivery(settings.extra)).with_secrets(os.environ)
-        self.store: SqliteStore = open_store(settings)
+        self.store: Store = open_store(settings)
         self.stopping = threading.Event()
         self.start_id = 0
         self._drain_until = 0.0

@@ -1,7 +1,7 @@
 """Launching: claim the next projects and start each one in its own session.
 
 A claim takes a slot only while no session of an earlier attempt is still open (see
-:meth:`~tmux_orchestrator.store.sqlite.SqliteStore.claim_next`). Between the claim and the session,
+:meth:`~tmux_orchestrator.store.base.Store.claim_next`). Between the claim and the session,
 the project may be ended by someone else (``tmo cancel`` racing the claim): it is looked at again
 just before its session is created, and the session's ids are recorded only if its attempt is still
 running; otherwise the session just made is killed at once.
@@ -23,7 +23,7 @@ from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, Serve
 from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.retries import requeue_after_failure
-from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.store.base import Store
 from tmux_orchestrator.tmux import SessionInfo, SessionSpec, StartedSession
 from tmux_orchestrator.tmux.guard import ServerGuard
 from tmux_orchestrator.watch import Watcher
@@ -38,7 +38,7 @@ LAUNCH_BATCH = 64
 class Launcher:
     """Fills free slots with queued projects."""
 
-    def __init__(self, *, store: SqliteStore, settings: Settings, guard: ServerGuard, watcher: Watcher,
+    def __init__(self, *, store: Store, settings: Settings, guard: ServerGuard, watcher: Watcher,
                  cleaner: Cleaner, cleanups: CleanupQueue, source: str = "daemon") -> None:
         self.store = store
         self.settings = settings

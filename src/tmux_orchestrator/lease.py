@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import DatabaseInUse
 from tmux_orchestrator.processes import is_same_process, process_start
-from tmux_orchestrator.store.sqlite import Lease, SqliteStore, parse_time_or_none
+from tmux_orchestrator.store.base import Lease, Store
+from tmux_orchestrator.store.rows import parse_time_or_none
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ LEASE_TTL = 60.0
 class DaemonLease:
     """This daemon's hold on its host's row in ``daemon_leases``."""
 
-    def __init__(self, store: SqliteStore, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
         pid = os.getpid()

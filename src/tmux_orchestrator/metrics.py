@@ -28,8 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from tmux_orchestrator.errors import OrchestratorError, UsageError
 from tmux_orchestrator.stats import END_KINDS, HandoffTracker
-from tmux_orchestrator.store.base import Event
-from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.store.base import Event, Store
 from tmux_orchestrator.tmux import OrchestratorServer
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class _ScrapeCollector:
     """Gauges read at scrape time: projects by status, owned sessions."""
 
     def __init__(self) -> None:
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.server: OrchestratorServer | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -170,7 +169,7 @@ class DaemonMetrics:
         return samples
 
     # -- serving --------------------------------------------------------------------------------
-    def attach(self, store: SqliteStore, server: OrchestratorServer) -> None:
+    def attach(self, store: Store, server: OrchestratorServer) -> None:
         """Where scrape-time gauges come from (the dispatcher's connection, this home's server)."""
         self._scrape.store = store
         self._scrape.server = server

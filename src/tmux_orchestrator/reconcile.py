@@ -33,7 +33,7 @@ from tmux_orchestrator.cleanup import CleanupQueue, Target, owner_gone
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound, TmuxError
 from tmux_orchestrator.project import Project, ProjectStatus
-from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.store.base import Store
 from tmux_orchestrator.tmux import SessionInfo
 from tmux_orchestrator.tmux.guard import Look, ServerGuard
 from tmux_orchestrator.watch import HANGUP_CODE, Watcher
@@ -80,7 +80,7 @@ class SessionRow:
         }
 
 
-def classify(owned: list[SessionInfo], store: SqliteStore) -> list[SessionRow]:
+def classify(owned: list[SessionInfo], store: Store) -> list[SessionRow]:
     """Sort owned sessions into running, lingering (project ended, or an older attempt) and orphaned."""
     rows = store.find_by_session([s.name for s in owned])
     out: list[SessionRow] = []
@@ -121,7 +121,7 @@ def is_ours(project: Project, settings: Settings) -> bool:
 class Reconciler:
     """Compares this daemon's rows with its owned sessions and drives the difference to zero."""
 
-    def __init__(self, *, store: SqliteStore, settings: Settings, guard: ServerGuard, watcher: Watcher,
+    def __init__(self, *, store: Store, settings: Settings, guard: ServerGuard, watcher: Watcher,
                  cleanups: CleanupQueue, event: Callable[[str, str], None]) -> None:
         self.store = store
         self.settings = settings

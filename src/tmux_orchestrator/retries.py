@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from tmux_orchestrator.errors import InvalidTransition
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
-from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def retry_delay(project: Project) -> float:
     return float(delay) if delay >= 0 else 0.0  # a hand-edited negative or NaN delay: at once
 
 
-def requeue_after_failure(store: SqliteStore, project: Project, *, source: str) -> Project:
+def requeue_after_failure(store: Store, project: Project, *, source: str) -> Project:
     """Apply ``project``'s retry policy after an automatic failure; returns the new state.
 
     The retry is counted in the same statement that queues the project again: a retry that did not

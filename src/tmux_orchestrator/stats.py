@@ -21,8 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tmux_orchestrator.store.base import Event
-from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.store.base import Event, Store
 
 #: Settings key holding recent end-detection samples: JSON ``[[via, seconds, unix time], ...]``.
 END_DETECTION_KEY = "stats.end_detection"
@@ -94,7 +93,7 @@ class Latency:
         return cls(len(values), percentile(values, 0.5), percentile(values, 0.99))
 
 
-def read_end_detection(store: SqliteStore) -> list[tuple[str, float, float]]:
+def read_end_detection(store: Store) -> list[tuple[str, float, float]]:
     """The kept end-detection samples ``(via, seconds, unix time)``, oldest first."""
     try:
         raw = json.loads(store.get_setting(END_DETECTION_KEY, "[]") or "[]")
@@ -103,7 +102,7 @@ def read_end_detection(store: SqliteStore) -> list[tuple[str, float, float]]:
         return []
 
 
-def write_end_detection(store: SqliteStore, samples: Sequence[tuple[str, float, float]]) -> None:
+def write_end_detection(store: Store, samples: Sequence[tuple[str, float, float]]) -> None:
     """Add ``samples`` to the kept ones (the newest :data:`MAX_SAMPLES` stay)."""
     kept = (read_end_detection(store) + list(samples))[-MAX_SAMPLES:]
     store.set_setting(END_DETECTION_KEY, json.dumps([[v, round(s, 6), round(t, 3)] for v, s, t in kept]))
@@ -152,7 +151,7 @@ def summarize_events(events: Sequence[Event]) -> tuple[int, dict[str, int], Coun
     return kinds["started"], dict(sorted(ends.items())), kinds
 
 
-def compute_stats(store: SqliteStore, *, last_events: int = 10000) -> Stats:
+def compute_stats(store: Store, *, last_events: int = 10000) -> Stats:
     """The summary over the newest ``last_events`` events (and the kept end-detection samples)."""
     newest = store.last_event_id()
     events = store.events_after(max(0, newest - last_events), limit=last_events)

@@ -32,7 +32,7 @@ from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, Proje
 from tmux_orchestrator.home import read_marker
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
 from tmux_orchestrator.retries import requeue_after_failure
-from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.store.base import Store
 from tmux_orchestrator.tmux import OrchestratorServer, SessionInfo
 from tmux_orchestrator.wrapper import ExitMessage, parse_fifo_line, parse_marker
 
@@ -82,7 +82,7 @@ def session_of_row(project: Project, owner_tag: str) -> SessionInfo | None:
 class Watcher:
     """The daemon's running projects, and every way it learns that one ended."""
 
-    def __init__(self, *, store: SqliteStore, settings: Settings, server: OrchestratorServer,
+    def __init__(self, *, store: Store, settings: Settings, server: OrchestratorServer,
                  cleaner: Cleaner, cleanups: CleanupQueue, metrics: DaemonMetrics,
                  source: str = "daemon") -> None:
         self.store = store

@@ -13,7 +13,7 @@ from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.store.base import Event
-from tmux_orchestrator.store.sqlite import SqliteStore
+from tmux_orchestrator.store.base import Store
 from tmux_orchestrator.testing import DaemonThread, retry_until
 from tmux_orchestrator.tmux.server import SessionInfo, StartedSession
 
@@ -46,11 +46,11 @@ def sql_cli(settings: Settings | Path, statement: str) -> subprocess.CompletedPr
     )
 
 
-def events(store: SqliteStore, project_id: int | None = None, kind: str | None = None) -> list[Event]:
+def events(store: Store, project_id: int | None = None, kind: str | None = None) -> list[Event]:
     return store.events_after(0, project_id=project_id, kinds=[kind] if kind else None, limit=100000)
 
 
-def kinds(store: SqliteStore, project_id: int) -> list[str]:
+def kinds(store: Store, project_id: int) -> list[str]:
     return [e.kind for e in events(store, project_id)]
 
 

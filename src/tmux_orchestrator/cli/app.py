@@ -18,7 +18,7 @@ from tmux_orchestrator.inputs import safe_text
 
 if TYPE_CHECKING:
     from tmux_orchestrator.orchestrator import Orchestrator
-    from tmux_orchestrator.store.sqlite import SqliteStore
+    from tmux_orchestrator.store.base import Store
 
 
 class Context:
@@ -29,7 +29,7 @@ class Context:
         self.database_url = database_url
         self._settings: Settings | None = None
         self._orch: Orchestrator | None = None
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
 
     @property
     def settings(self) -> Settings:
@@ -39,7 +39,7 @@ class Context:
         return self._settings
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         """The database alone, for read-only commands (``tmo list``): the orchestrator's if it is
         open, else a store opened without importing the tmux and daemon layers. Creates nothing: a
         missing database is an error (``no database at ...``)."""

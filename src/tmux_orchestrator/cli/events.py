@@ -10,7 +10,7 @@ import click
 from tmux_orchestrator.cli.app import PROJECT_ID, Context, cli, pass_context
 from tmux_orchestrator.errors import NoDatabase
 from tmux_orchestrator.inputs import safe_text
-from tmux_orchestrator.store import Event, SqliteStore
+from tmux_orchestrator.store import Event, Store
 
 
 def _text(event: Event) -> str:
@@ -73,7 +73,7 @@ def events(ctx: Context, follow: bool, as_json: bool, since: int | None, last: i
         time.sleep(0.02)
 
 
-def _wait_for_database(ctx: Context) -> SqliteStore:
+def _wait_for_database(ctx: Context) -> Store:
     """The store, once the database exists: ``--follow`` on a fresh home waits for the first
     ``tmo add`` (like ``tail -F``) instead of creating the database itself."""
     told = False

@@ -25,7 +25,7 @@ from tmux_orchestrator.durations import format_duration, parse_duration
 from tmux_orchestrator.errors import InvalidBatch, OrchestratorError, UsageError
 from tmux_orchestrator.inputs import check_text, safe_text
 from tmux_orchestrator.project import Project, ProjectStatus
-from tmux_orchestrator.store.sqlite import iso_time
+from tmux_orchestrator.store.rows import iso_time
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]

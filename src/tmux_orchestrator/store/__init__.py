@@ -5,12 +5,11 @@ from __future__ import annotations
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.store.base import Event, NewProject, Store
-from tmux_orchestrator.store.sqlite import SqliteStore
 
-__all__ = ["Event", "NewProject", "SqliteStore", "Store", "open_store"]
+__all__ = ["Event", "NewProject", "Store", "open_store"]
 
 
-def open_store(settings: Settings, *, create: bool = True) -> SqliteStore:
+def open_store(settings: Settings, *, create: bool = True) -> Store:
     """Open the store named by ``settings.database_url``; without ``create`` a missing database is an
     error (``no database at ...``) and nothing is created (read and diagnostic commands)."""
     path = settings.database_path
@@ -19,4 +18,6 @@ def open_store(settings: Settings, *, create: bool = True) -> SqliteStore:
         raise ConfigError(
             f"database URL scheme {scheme!r} is not supported yet; use sqlite:///PATH"
         )
+    from tmux_orchestrator.store.sqlite import SqliteStore  # the backend is chosen here, and only here
+
     return SqliteStore(path, synchronous=settings.sqlite_synchronous, create=create)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -49,12 +50,66 @@ class Event:
         return out
 
 
-class Store(Protocol):
-    """Persistent queue state. Every status change writes exactly one event in its transaction."""
+@dataclass(frozen=True)
+class Claim:
+    """What one cleaner asks to clean: a session, known by its key (see :func:`session_key`)."""
 
+    key: str
+    session_name: str
+    project_id: int | None = None
+    attempt: int | None = None
+    #: True when the session is the project's current one: the row must still have it open.
+    current: bool = False
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A host's daemon lease (``daemon_leases``)."""
+
+    host: str
+    runner: str
+    home: str
+    pid: int
+    owner: str
+    started_at: str
+    heartbeat_at: str
+
+
+def session_key(instance: str | None, session_id: str | None, name: str) -> str:
+    """The key of a session: its server instance, ``$id`` and name together (tmux numbers
+    sessions from ``$0`` again after a restart, so an ``$id`` alone names different sessions)."""
+    return f"{instance or '?'}/{session_id or '?'}/{name}"
+
+
+#: An event as append_events writes it: ``(kind, project, session name, message)``.
+EventRow = tuple[str, Project | None, str | None, str | None]
+
+
+class Store(Protocol):
+    """Persistent queue state: the contract every backend (SQLite, PostgreSQL) keeps.
+
+    Every status change writes exactly one event in its own transaction (a trigger, so hand-written
+    SQL does too); event ids become visible in id order, so a reader that remembers the last id it
+    saw misses nothing. Methods raise :class:`~tmux_orchestrator.errors.StoreError` for what the
+    database itself refused or could not do (a full disk, a lost connection).
+    """
+
+    # -- the connection ----------------------------------------------------------------------
     def close(self) -> None:
         """Release the connection."""
 
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+
+    def changes_token(self) -> int:
+        """A number that changes whenever another connection committed (cheap to poll)."""
+
+    def change_fd(self) -> int | None:
+        """A file descriptor that becomes readable when another connection committed a change the
+        daemon cares about (PostgreSQL's LISTEN socket), or None when changes must be polled with
+        :meth:`changes_token` (SQLite)."""
+
+    # -- projects ----------------------------------------------------------------------------
     def enqueue(self, new: NewProject, *, source: str) -> Project:
         """Insert a queued project and return it."""
 
@@ -67,18 +122,35 @@ class Store(Protocol):
     def list_projects(
         self, statuses: list[ProjectStatus] | None = None, limit: int | None = None
     ) -> list[Project]:
-        """Projects in queue order (processing first, then by priority and age)."""
+        """Projects in queue order (processing first, then by priority and age, then newest ended;
+        rows whose status a hand edit forced past the CHECK last)."""
 
-    def claim_next(self, *, host: str, max_processing: int) -> Project | None:
-        """Atomically move the next runnable queued project to ``processing``."""
+    def list_columns(
+        self, columns: list[str], statuses: list[ProjectStatus] | None = None, limit: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Some columns of the projects, in queue order, as plain tuples (``tmo list``); besides
+        the table's columns ``age_s`` and ``runtime_s`` (seconds)."""
+
+    def find_by_session(self, session_names: list[str]) -> dict[str, Project]:
+        """Projects whose current session has one of ``session_names``."""
+
+    def attempts(self, project_ids: list[int]) -> dict[int, tuple[str, int]]:
+        """``{id: (status, attempt)}`` of the given projects (those that still exist)."""
+
+    def counts(self) -> dict[str, int]:
+        """Number of projects per status."""
 
     def next_due(self) -> float | None:
         """Seconds until the earliest delayed queued project becomes due (None if none waits)."""
 
-    def record_session(
-        self, project_id: int, *, session_id: str, window_id: str, pane_pid: int
-    ) -> None:
-        """Store the tmux ids of a started session."""
+    def claim_next(self, *, host: str, max_processing: int, runner: str | None = None,
+                   skip: frozenset[int] = frozenset()) -> Project | None:
+        """Atomically move the next runnable queued project to ``processing``; a slot is taken by
+        every running project and every session not confirmed gone."""
+
+    def record_session(self, project_id: int, *, session_id: str, window_id: str, pane_pid: int,
+                       instance: str | None = None, attempt: int | None = None) -> bool:
+        """Store the tmux ids of a started session; False if ``attempt`` no longer runs."""
 
     def transition(
         self,
@@ -91,24 +163,64 @@ class Store(Protocol):
         error_message: str | None = None,
         expected: ProjectStatus | None = None,
         not_before: datetime | None = None,
+        count_retry: bool = False,
+        close_session: bool = False,
+        ended_at: datetime | None = None,
     ) -> Project:
         """Apply one allowed status change; raises ``InvalidTransition`` or ``ProjectNotFound``."""
-
-    def close_session(self, project_id: int, session_name: str | None = None) -> bool:
-        """Claim the clean-up of a project's session; True for exactly one caller."""
 
     def set_exit_code(self, project_id: int, exit_code: int) -> None:
         """Record an exit code that arrived after the project had already ended."""
 
-    def count_unclosed_ended(self) -> int:
-        """Rows that left ``processing`` while their session was still open."""
+    def remove(self, project_id: int, *, source: str) -> Project:
+        """Delete a project that is not running and whose session is closed."""
+
+    # -- sessions and their clean-up ---------------------------------------------------------
+    def close_session(self, project_id: int, session_name: str | None = None) -> bool:
+        """Record that a project's session is gone, with its processes; True for the one caller
+        that closed it."""
 
     def open_sessions(self) -> list[Project]:
         """Projects whose session has not been closed yet."""
 
-    def remove(self, project_id: int, *, source: str) -> Project:
-        """Delete a project that is not running."""
+    def count_unclosed_ended(self) -> int:
+        """Rows that left ``processing`` while their session was still open."""
 
+    def claim_cleanup(self, claims: list[Claim], *, owner: str, ttl: float,
+                      owner_gone: Callable[[str], bool]) -> dict[str, str]:
+        """Claim the clean-up of sessions; ``{key: stage}`` of the claims now held."""
+
+    def advance_claim(self, key: str, *, owner: str, stage: str, event: EventRow | None,
+                      source: str) -> bool:
+        """Move a held claim to ``stage`` with ``event``, in one transaction; False if not ours."""
+
+    def release_claim(self, key: str, *, owner: str) -> None:
+        """Give a claim back unfinished: anyone may take it at once."""
+
+    def finish_cleanup(self, key: str, *, close: tuple[int, int] | None, events: list[EventRow],
+                       source: str) -> None:
+        """Drop a claim, close ``(project id, attempt)``'s session and write ``events``, at once."""
+
+    def claims(self) -> list[dict[str, Any]]:
+        """Every clean-up claim."""
+
+    def drop_claims(self, keys: list[str]) -> None:
+        """Forget claims whose session is gone and whose owner died."""
+
+    # -- daemons -------------------------------------------------------------------------------
+    def take_lease(self, lease: Lease, *, holder_gone: Callable[[Lease], bool]) -> Lease | None:
+        """Take a host's daemon lease; returns the live holder instead when another has it."""
+
+    def renew_lease(self, host: str, owner: str) -> bool:
+        """Heartbeat; False when the lease is no longer ours."""
+
+    def drop_lease(self, host: str, owner: str) -> None:
+        """Give the lease up."""
+
+    def leases(self) -> list[Lease]:
+        """Every host's lease."""
+
+    # -- events and settings -------------------------------------------------------------------
     def append_event(
         self,
         kind: str,
@@ -119,6 +231,9 @@ class Store(Protocol):
         session_name: str | None = None,
     ) -> None:
         """Write a non-status event (session killed, output saved, daemon started, ...)."""
+
+    def append_events(self, events: list[EventRow], *, source: str) -> None:
+        """Write many non-status events at once."""
 
     def events_after(
         self,
@@ -139,8 +254,5 @@ class Store(Protocol):
     def set_setting(self, key: str, value: str) -> None:
         """Store a value in the settings table."""
 
-    def changes_token(self) -> int:
-        """A number that changes whenever another connection commits (cheap to poll)."""
-
-    def counts(self) -> dict[str, int]:
-        """Number of projects per status."""
+    def concurrency(self) -> int:
+        """The stored concurrency; 1 when unset or not a positive whole number."""

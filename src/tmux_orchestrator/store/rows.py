@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -235,35 +234,5 @@ def row_to_event(row: Any) -> Event:
 #: Stands for an event time that does not parse.
 EPOCH = datetime.fromtimestamp(0, UTC)
 
-
-@dataclass(frozen=True)
-class Claim:
-    """What one cleaner asks to clean: a session, known by its key (see :func:`session_key`)."""
-
-    key: str
-    session_name: str
-    project_id: int | None = None
-    attempt: int | None = None
-    #: True when the session is the project's current one: the row must still have it open.
-    current: bool = False
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A host's daemon lease (``daemon_leases``)."""
-
-    host: str
-    runner: str
-    home: str
-    pid: int
-    owner: str
-    started_at: str
-    heartbeat_at: str
-
-
-def session_key(instance: str | None, session_id: str | None, name: str) -> str:
-    """The key of a session: its server instance, ``$id`` and name together (tmux numbers
-    sessions from ``$0`` again after a restart, so an ``$id`` alone names different sessions)."""
-    return f"{instance or '?'}/{session_id or '?'}/{name}"
 
 

@@ -26,19 +26,16 @@ from tmux_orchestrator.errors import (
 )
 from tmux_orchestrator.home import prepare_database
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
-from tmux_orchestrator.store.base import Event, NewProject
+from tmux_orchestrator.store.base import Claim, Event, EventRow, Lease, NewProject, session_key
 from tmux_orchestrator.store.rows import (
     EPOCH,
     PROJECT_COLUMNS,
-    Claim,
-    Lease,
     iso_time,
     now_text,
     parse_time,
     parse_time_or_none,
     row_to_event,
     row_to_project,
-    session_key,
     to_text,
 )
 from tmux_orchestrator.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -586,7 +583,7 @@ class SqliteStore:
         return held
 
     def advance_claim(
-        self, key: str, *, owner: str, stage: str, event: tuple[str, Project | None, str, str] | None,
+        self, key: str, *, owner: str, stage: str, event: EventRow | None,
         source: str,
     ) -> bool:
         """Move a held claim to ``stage`` and write ``event`` ``(kind, project, session, message)``
@@ -609,7 +606,7 @@ class SqliteStore:
 
     def finish_cleanup(
         self, key: str, *, close: tuple[int, int] | None,
-        events: list[tuple[str, Project | None, str, str]], source: str,
+        events: list[EventRow], source: str,
     ) -> None:
         """The session is confirmed gone: drop its claim, close the row's session (``close`` is
         ``(project id, attempt)``) and write ``events``, all in one transaction."""
@@ -751,7 +748,7 @@ class SqliteStore:
             )
 
     def append_events(
-        self, events: list[tuple[str, Project | None, str | None, str | None]], *, source: str
+        self, events: list[EventRow], *, source: str
     ) -> None:
         """Write many non-status events ``(kind, project, session_name, message)`` at once."""
         if not events:
@@ -820,6 +817,10 @@ class SqliteStore:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def change_fd(self) -> int | None:
+        """None: SQLite has no change notification; :meth:`changes_token` is polled."""
+        return None
 
     def changes_token(self) -> int:
         """``PRAGMA data_version``: changes only when another connection commits (3.6 us)."""
