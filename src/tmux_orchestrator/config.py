@@ -60,6 +60,11 @@ class Settings:
     pause_after_reboot: bool = False
     #: ``full`` (fsync every commit) or ``normal`` (WAL default: survives crashes of any process).
     sqlite_synchronous: str = "normal"
+    #: Seconds a host may go without a heartbeat before other hosts count it dead (``TMO_HOST_LEASE``).
+    host_lease: float = 30.0
+    #: This host's labels, comma-separated (``TMO_HOST_LABELS=gpu,big``): projects added with
+    #: ``--requires`` run only on hosts that have all the labels they name.
+    host_labels: str = ""
     #: Extra raw values from config.toml that no field knows (kept for forward compatibility).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -145,6 +150,11 @@ class Settings:
         return os.environ.get("TMO_HOST") or socket.gethostname()
 
     @property
+    def labels(self) -> frozenset[str]:
+        """This host's labels (:attr:`host_labels` split at commas)."""
+        return frozenset(x.strip() for x in self.host_labels.split(",") if x.strip())
+
+    @property
     def runner(self) -> str:
         """Which daemon runs a project: this host and this home (each home has its own server)."""
         return f"{self.host}:{self.home_key}"
@@ -183,7 +193,7 @@ class Settings:
             ) from exc
 
 
-_DURATION_FIELDS = {"reconcile_interval", "db_poll_interval", "kill_grace"}
+_DURATION_FIELDS = {"reconcile_interval", "db_poll_interval", "kill_grace", "host_lease"}
 
 
 def load_settings(home: Path | str | None = None, database_url: str | None = None) -> Settings:

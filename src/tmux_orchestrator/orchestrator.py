@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -44,7 +45,7 @@ __all__ = ["MAX_RETRY_DELAY", "RETRYABLE", "Orchestrator", "SessionRow", "TmuxOr
 #: The keyword arguments of :meth:`Orchestrator.enqueue`, which ``enqueue_many`` items may hold.
 _ENQUEUE_KEYS = frozenset({
     "command", "name", "priority", "project_path", "spec_path", "env", "max_retries", "retry_delay",
-    "timeout", "idle_timeout",
+    "timeout", "idle_timeout", "host", "requires",
 })
 
 
@@ -103,13 +104,19 @@ class Orchestrator:
         retry_delay: float = 0.0,
         timeout: float | None = None,
         idle_timeout: float | None = None,
+        host: str | None = None,
+        requires: Sequence[str] = (),
     ) -> Project:
-        """Queue a project. Validates everything first: bad input changes nothing."""
+        """Queue a project. Validates everything first: bad input changes nothing.
+
+        ``host`` pins it to one host (only that host's daemon runs it); ``requires`` names labels a
+        host must all have (``TMO_HOST_LABELS``) to run it.
+        """
         project = self.store.enqueue(
             self.new_project(
                 command, name=name, priority=priority, project_path=project_path, spec_path=spec_path,
                 env=env, max_retries=max_retries, retry_delay=retry_delay, timeout=timeout,
-                idle_timeout=idle_timeout,
+                idle_timeout=idle_timeout, host=host, requires=requires,
             ),
             source=self.source,
         )
@@ -163,6 +170,8 @@ class Orchestrator:
         retry_delay: float = 0.0,
         timeout: float | None = None,
         idle_timeout: float | None = None,
+        host: str | None = None,
+        requires: Sequence[str] = (),
     ) -> NewProject:
         """Validate one project's fields (raises :class:`UsageError`) and return the row to insert."""
         if isinstance(command, (str, bytes)):
@@ -203,6 +212,13 @@ class Orchestrator:
             raise UsageError("retry delay must be a finite number of seconds, 0 or more")
         if retry_delay > MAX_DURATION:
             raise UsageError(f"retry delay must be at most {MAX_DURATION // 86400:.0f} days")
+        if host is not None and not is_label(host):
+            raise UsageError(f"host name {host!r} is not valid; use letters, digits, '.', '_' and '-'")
+        if isinstance(requires, str):
+            requires = [requires]
+        for label in requires:
+            if not is_label(label):
+                raise UsageError(f"label {label!r} is not valid; use letters, digits, '.', '_' and '-'")
         return NewProject(
             command=argv,
             name=name or (spec.stem if spec else Path(argv[0]).name),
@@ -214,6 +230,8 @@ class Orchestrator:
             retry_delay=retry_delay,
             timeout=timeout,
             idle_timeout=idle_timeout,
+            pinned_host=host,
+            required_labels=sorted(set(requires)),
         )
 
     def get(self, project_id: int) -> Project:
@@ -467,6 +485,14 @@ class Orchestrator:
             pass
         finally:
             os.close(fd)
+
+
+def is_label(text: str) -> bool:
+    """True for a host name or label: ``[A-Za-z0-9._-]``, 1 to 64 characters."""
+    return bool(_LABEL.fullmatch(text))
+
+
+_LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _in_session_of(pane_pid: int) -> bool:

@@ -127,6 +127,10 @@ class Project:
     server_instance: str | None = None
     #: ``host:home key`` of the daemon that claimed the current attempt.
     runner: str | None = None
+    #: Only this host may run it (``tmo add --host``).
+    pinned_host: str | None = None
+    #: Only a host with all these labels may run it (``tmo add --requires``).
+    required_labels: list[str] = field(default_factory=list)
     #: Stored values that do not parse (a hand edit, another program): column -> the text as
     #: stored. The field holds a neutral value instead; ``problems`` says what is wrong.
     raw: dict[str, str] = field(default_factory=dict)
@@ -158,6 +162,7 @@ class Project:
                 out[key] = out[key].value
         out["command"] = list(self.command)
         out["env"] = dict(self.env)
+        out["required_labels"] = list(self.required_labels)
         raw = out.pop("raw")
         out.update(raw)
         out["problems"] = self.problems
@@ -165,13 +170,14 @@ class Project:
 
 
 _TIME_FIELDS = ("enqueued_at", "started_at", "completed_at", "session_closed_at", "not_before")
-_NEEDED_TO_RUN = frozenset({"command", "env", "project_path", "spec_path"})
+_NEEDED_TO_RUN = frozenset({"command", "env", "project_path", "spec_path", "required_labels"})
 _WHY = {
     **{name: "is not a time" for name in _TIME_FIELDS},
     "command": "is not a JSON list of strings",
     "env": "is not a JSON object of strings",
     "outcome": "is not an outcome",
     "status": "is not a status (queued, processing, completed, failed, cancelled)",
+    "required_labels": "is not a JSON list of labels",
     "project_path": "is not valid text",
     "spec_path": "is not valid text",
 }

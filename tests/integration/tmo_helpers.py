@@ -12,8 +12,7 @@ from tmux_orchestrator.config import Settings
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.project import Project, ProjectStatus
-from tmux_orchestrator.store.base import Event
-from tmux_orchestrator.store.base import Store
+from tmux_orchestrator.store.base import Event, Store
 from tmux_orchestrator.testing import DaemonThread, retry_until
 from tmux_orchestrator.tmux.server import SessionInfo, StartedSession
 

@@ -67,6 +67,10 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
               help="Automatic retries after a failure (exponential backoff).")
 @click.option("--retry-delay", type=DURATION, default=0.0, help="Delay before the first retry, e.g. 30s.")
+@click.option("--host", "pinned_host", metavar="NAME",
+              help="Run it only on this host (its daemon's TMO_HOST); default: any host.")
+@click.option("--requires", "requires", multiple=True, metavar="LABEL[,LABEL]",
+              help="Run it only on a host with all these labels (TMO_HOST_LABELS); repeatable.")
 @click.option("--from-file", "from_file", metavar="FILE",
               type=click.Path(exists=True, dir_okay=False, allow_dash=True),
               help="Queue one project per line of FILE ('-': stdin), a command line or a JSON object; "
@@ -76,8 +80,8 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @pass_context
 def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str | None,
         env_pairs: tuple[str, ...], timeout: float | None, idle_timeout: float | None,
-        max_retries: int, retry_delay: float, from_file: str | None, as_json: bool,
-        command: tuple[str, ...]) -> None:
+        max_retries: int, retry_delay: float, pinned_host: str | None, requires: tuple[str, ...],
+        from_file: str | None, as_json: bool, command: tuple[str, ...]) -> None:
     """Queue a project: `tmo add [OPTIONS] -- COMMAND [ARG]...`; prints its id.
 
     With `--from-file FILE`, queue one project per line of FILE in one transaction and print their
@@ -93,7 +97,8 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
         defaults: dict[str, Any] = {
             "name": name, "priority": priority, "project_path": directory, "spec_path": spec,
             "env": _parse_env(env_pairs), "timeout": timeout, "idle_timeout": idle_timeout,
-            "max_retries": max_retries, "retry_delay": retry_delay,
+            "max_retries": max_retries, "retry_delay": retry_delay, "host": pinned_host,
+            "requires": _labels(requires),
         }
         _add_from_file(ctx, from_file, defaults, as_json)
         return
@@ -102,7 +107,7 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
     project = ctx.orch.enqueue(
         list(command), name=name, priority=priority, project_path=directory, spec_path=spec,
         env=_parse_env(env_pairs), timeout=timeout, idle_timeout=idle_timeout,
-        max_retries=max_retries, retry_delay=retry_delay,
+        max_retries=max_retries, retry_delay=retry_delay, host=pinned_host, requires=_labels(requires),
     )
     if as_json:
         print_json(project.to_dict())
@@ -110,11 +115,16 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
         click.echo(project.id)
 
 
+def _labels(values: tuple[str, ...]) -> list[str]:
+    """``--requires gpu,big --requires fast`` as one list."""
+    return [label.strip() for value in values for label in value.split(",") if label.strip()]
+
+
 #: Keys of a JSON line of ``tmo add --from-file``, and the ``enqueue`` argument each one sets.
 _BATCH_KEYS = {
     "command": "command", "name": "name", "priority": "priority", "dir": "project_path",
     "spec": "spec_path", "env": "env", "timeout": "timeout", "idle_timeout": "idle_timeout",
-    "max_retries": "max_retries", "retry_delay": "retry_delay",
+    "max_retries": "max_retries", "retry_delay": "retry_delay", "host": "host", "requires": "requires",
 }
 
 
@@ -139,9 +149,14 @@ def _batch_item(text: str, defaults: dict[str, Any]) -> dict[str, Any]:
                 value = shlex.split(value)
             if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
                 raise ValueError("command must be a list of strings or a command line")
-        elif key in ("name", "dir", "spec"):
+        elif key in ("name", "dir", "spec", "host"):
             if not isinstance(value, str) and not (value is None and key != "name"):
                 raise ValueError(f"{key} must be a string")
+        elif key == "requires":
+            if isinstance(value, str):
+                value = _labels((value,))
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ValueError('requires must be a list of labels, e.g. ["gpu"]')
         elif key in ("priority", "max_retries"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{key} must be a whole number")
@@ -306,8 +321,8 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
     for key, value in data.items():
         if key == "command" and isinstance(value, list):
             value = " ".join(value)
-        if key == "problems" and value:
-            value = "; ".join(value)
+        if key in ("problems", "required_labels") and isinstance(value, list):
+            value = ("; " if key == "problems" else ", ").join(value)
         if value in (None, "", {}, []):
             continue
         if key == "outcome":

@@ -24,6 +24,10 @@ class NewProject:
     retry_delay: float = 0.0
     timeout: float | None = None
     idle_timeout: float | None = None
+    #: Only this host may run it (``tmo add --host``).
+    pinned_host: str | None = None
+    #: Only a host with all these labels may run it (``tmo add --requires``).
+    required_labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,17 +66,37 @@ class Claim:
     current: bool = False
 
 
-@dataclass(frozen=True)
-class Lease:
-    """A host's daemon lease (``daemon_leases``)."""
+@dataclass
+class Host:
+    """One host of the queue, a row of ``hosts``: the daemon holding its lease, and its settings.
 
-    host: str
+    A host is alive while its daemon heartbeats (by the database's clock); a host silent for longer
+    than the lease (``host_lease``) is dead, and whatever it ran is lost and retried elsewhere.
+    """
+
+    name: str
     runner: str
     home: str
     pid: int
+    #: ``machine:pid:process start`` of its daemon (machine: the real hostname, for a liveness check).
     owner: str
-    started_at: str
-    heartbeat_at: str
+    labels: list[str] = field(default_factory=list)
+    concurrency: int = 1
+    paused: bool = False
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    stopped_at: datetime | None = None
+    expired_at: datetime | None = None
+    #: Seconds since its last heartbeat, by the database's clock (filled in when read).
+    silent_for: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out = dict(self.__dict__)
+        for key in ("started_at", "heartbeat_at", "stopped_at", "expired_at"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out
 
 
 def session_key(instance: str | None, session_id: str | None, name: str) -> str:
@@ -144,9 +168,15 @@ class Store(Protocol):
         """Seconds until the earliest delayed queued project becomes due (None if none waits)."""
 
     def claim_next(self, *, host: str, max_processing: int, runner: str | None = None,
-                   skip: frozenset[int] = frozenset()) -> Project | None:
-        """Atomically move the next runnable queued project to ``processing``; a slot is taken by
-        every running project and every session not confirmed gone."""
+                   skip: frozenset[int] = frozenset(),
+                   labels: frozenset[str] = frozenset()) -> Project | None:
+        """Atomically move the next queued project this host may run to ``processing``.
+
+        A slot is taken by every running project and every session not confirmed gone: at most
+        ``max_processing`` on ``host``, and at most the ``concurrency.global`` setting (if set) over
+        all hosts. A project pinned to another host, or requiring a label not in ``labels``, is
+        passed over, as are the ids in ``skip``.
+        """
 
     def record_session(self, project_id: int, *, session_id: str, window_id: str, pane_pid: int,
                        instance: str | None = None, attempt: int | None = None) -> bool:
@@ -207,18 +237,31 @@ class Store(Protocol):
     def drop_claims(self, keys: list[str]) -> None:
         """Forget claims whose session is gone and whose owner died."""
 
-    # -- daemons -------------------------------------------------------------------------------
-    def take_lease(self, lease: Lease, *, holder_gone: Callable[[Lease], bool]) -> Lease | None:
-        """Take a host's daemon lease; returns the live holder instead when another has it."""
+    # -- hosts ---------------------------------------------------------------------------------
+    def register_host(self, host: Host, *, holder_gone: Callable[[Host], bool]) -> Host | None:
+        """Take ``host.name``'s lease for the daemon ``host.owner`` (heartbeat now, by the database's
+        clock; ``stopped_at`` and ``expired_at`` cleared; labels, home, pid and runner as given,
+        concurrency and paused kept); returns the current holder instead when it is another live
+        daemon (``holder_gone`` decides)."""
 
-    def renew_lease(self, host: str, owner: str) -> bool:
-        """Heartbeat; False when the lease is no longer ours."""
+    def heartbeat(self, name: str, owner: str) -> bool:
+        """Renew the lease; False when it is no longer ``owner``'s (taken, or expired by another
+        host: then this daemon must fence itself before it goes on)."""
 
-    def drop_lease(self, host: str, owner: str) -> None:
-        """Give the lease up."""
+    def unregister_host(self, name: str, owner: str) -> None:
+        """A daemon that stops gives its lease up (``stopped_at``); the row stays for ``tmo hosts``."""
 
-    def leases(self) -> list[Lease]:
-        """Every host's lease."""
+    def hosts(self) -> list[Host]:
+        """Every host, with ``silent_for`` by the database's clock."""
+
+    def set_host(self, name: str, *, concurrency: int | None = None, paused: bool | None = None) -> None:
+        """Change a host's concurrency or pause (``tmo daemon start -c``, ``tmo pause --host``)."""
+
+    def expire_hosts(self, ttl: float, *, source: str) -> list[Project]:
+        """Hosts silent for more than ``ttl`` seconds (neither stopped nor already expired) are dead:
+        mark them expired and fail their ``processing`` projects ``lost`` (their sessions closed:
+        their host kills them before it claims again), all in one transaction. Returns the failed
+        projects, for their retry policy."""
 
     # -- events and settings -------------------------------------------------------------------
     def append_event(

@@ -23,7 +23,7 @@ PROJECT_COLUMNS = (
     "id, name, status, priority, command, env, project_path, spec_path, session_name, session_id, "
     "window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at, "
     "session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout, "
-    "idle_timeout, host, server_instance, runner"
+    "idle_timeout, host, server_instance, runner, pinned_host, required_labels"
 )
 
 
@@ -81,7 +81,7 @@ def row_to_project(row: Sequence[Any]) -> Project:
     (pid, name, status, priority, command, env, project_path, spec_path, session_name, session_id,
      window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at,
      session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout,
-     idle_timeout, host, server_instance, runner) = tuple(row)
+     idle_timeout, host, server_instance, runner, pinned_host, required_labels) = tuple(row)
     raw: dict[str, str] = {}
     project = Project(
         id=pid,
@@ -113,6 +113,8 @@ def row_to_project(row: Sequence[Any]) -> Project:
         host=host,
         server_instance=server_instance,
         runner=runner,
+        pinned_host=_text(pinned_host, "pinned_host", raw),
+        required_labels=_labels(required_labels, raw),
     )
     project.raw = raw
     return project
@@ -197,6 +199,19 @@ def _status(value: Any, raw: dict[str, str]) -> ProjectStatus:
     except ValueError:
         raw["status"] = _shown(value)
         return ProjectStatus.FAILED
+
+
+def _labels(value: Any, raw: dict[str, str]) -> list[str]:
+    if not value or value == "[]":
+        return []
+    try:
+        labels = json.loads(value) if isinstance(value, str) else value
+    except (TypeError, ValueError):
+        labels = None
+    if isinstance(labels, list) and all(isinstance(x, str) and _utf8(x) for x in labels):
+        return labels
+    raw["required_labels"] = _shown(value)
+    return []
 
 
 def _outcome(value: Any, raw: dict[str, str]) -> Outcome | None:

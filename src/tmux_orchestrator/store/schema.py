@@ -162,10 +162,13 @@ CREATE TABLE settings (
     + transition_guard_sql()
     + status_event_sql(),
     # 2: sessions are identified by server instance + $id + name; whoever cleans a session up holds
-    # a claim with an owner and a deadline; one daemon per host holds a lease (DESIGN.md 7).
+    # a claim with an owner and a deadline; each host's daemon holds a lease in `hosts` (DESIGN.md
+    # 7 and 8); a project may be pinned to a host or require host labels.
     f"""
 ALTER TABLE project_queue ADD COLUMN server_instance TEXT; -- tmux server of the session: "pid.start"
 ALTER TABLE project_queue ADD COLUMN runner TEXT;          -- "host:home key" of the daemon running it
+ALTER TABLE project_queue ADD COLUMN pinned_host TEXT;     -- only this host may claim it (--host)
+ALTER TABLE project_queue ADD COLUMN required_labels TEXT NOT NULL DEFAULT '[]'; -- JSON list (--requires)
 
 CREATE TABLE cleanup_claims (
     session_key   TEXT PRIMARY KEY,                       -- server instance / $id / name
@@ -187,14 +190,19 @@ BEGIN
     SELECT RAISE(ABORT, '{_DELETE_REFUSED}');
 END;
 
-CREATE TABLE daemon_leases (
-    host          TEXT PRIMARY KEY,
-    runner        TEXT NOT NULL,
+CREATE TABLE hosts (
+    name          TEXT PRIMARY KEY,                       -- TMO_HOST, default the hostname
+    runner        TEXT NOT NULL,                          -- "host:home key" of its daemon
     home          TEXT NOT NULL,
     pid           INTEGER NOT NULL,
-    owner         TEXT NOT NULL,                          -- "host:pid:process start"
+    owner         TEXT NOT NULL,                          -- "machine:pid:process start" of the daemon
+    labels        TEXT NOT NULL DEFAULT '[]',             -- JSON list (TMO_HOST_LABELS)
+    concurrency   INTEGER NOT NULL DEFAULT 1,
+    paused        INTEGER NOT NULL DEFAULT 0,
     started_at    TEXT NOT NULL DEFAULT ({NOW}),
-    heartbeat_at  TEXT NOT NULL DEFAULT ({NOW})
+    heartbeat_at  TEXT NOT NULL DEFAULT ({NOW}),          -- the database's clock
+    stopped_at    TEXT,                                   -- its daemon stopped and gave the lease up
+    expired_at    TEXT                                    -- its lease ran out: its projects were lost
 );
 """,
 ]

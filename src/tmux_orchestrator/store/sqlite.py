@@ -26,7 +26,7 @@ from tmux_orchestrator.errors import (
 )
 from tmux_orchestrator.home import prepare_database
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
-from tmux_orchestrator.store.base import Claim, Event, EventRow, Lease, NewProject, session_key
+from tmux_orchestrator.store.base import Claim, Event, EventRow, Host, NewProject, session_key
 from tmux_orchestrator.store.rows import (
     EPOCH,
     PROJECT_COLUMNS,
@@ -41,7 +41,7 @@ from tmux_orchestrator.store.rows import (
 from tmux_orchestrator.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
-    "EPOCH", "Claim", "Lease", "SqliteStore", "iso_time", "now_text", "parse_time", "parse_time_or_none",
+    "EPOCH", "Claim", "Host", "SqliteStore", "iso_time", "now_text", "parse_time", "parse_time_or_none",
     "session_key", "to_text",
 ]
 
@@ -244,23 +244,7 @@ class SqliteStore:
         """Insert a queued project and return it."""
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT INTO project_queue (name, priority, command, env, project_path, spec_path, "
-                "max_retries, retry_delay, timeout, idle_timeout, enqueued_at, changed_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.name,
-                    new.priority,
-                    json.dumps(new.command),
-                    json.dumps(new.env),
-                    new.project_path,
-                    new.spec_path,
-                    new.max_retries,
-                    new.retry_delay,
-                    new.timeout,
-                    new.idle_timeout,
-                    now_text(),
-                    source,
-                ),
+                _INSERT, _insert_values(new, now_text(), source),
             )
             project_id = int(cur.lastrowid or 0)
             if not new.name:
@@ -279,14 +263,7 @@ class SqliteStore:
         now = now_text()
         with self._write() as conn:
             for new in news:
-                cur = conn.execute(
-                    "INSERT INTO project_queue (name, priority, command, env, project_path, spec_path, "
-                    "max_retries, retry_delay, timeout, idle_timeout, enqueued_at, changed_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (new.name, new.priority, json.dumps(new.command), json.dumps(new.env),
-                     new.project_path, new.spec_path, new.max_retries, new.retry_delay, new.timeout,
-                     new.idle_timeout, now, source),
-                )
+                cur = conn.execute(_INSERT, _insert_values(new, now, source))
                 project_id = int(cur.lastrowid or 0)
                 ids.append(project_id)
                 if not new.name:
@@ -380,33 +357,47 @@ class SqliteStore:
                 raise self._error(exc) from exc
 
     def claim_next(self, *, host: str, max_processing: int, runner: str | None = None,
-                   skip: frozenset[int] = frozenset()) -> Project | None:
-        """Move the next runnable queued project to ``processing`` (one writer at a time).
+                   skip: frozenset[int] = frozenset(),
+                   labels: frozenset[str] = frozenset()) -> Project | None:
+        """Move the next queued project this host may run to ``processing`` (one writer at a time).
 
         A slot is taken by every project that runs *and* by every session not confirmed gone yet
         (an ended project whose process group is still being stopped): the next project starts only
         once the old one's processes are really gone. A queued project whose previous session is
-        still open is not claimable for the same reason. ``skip`` holds ids this caller could not
-        handle (a row it quarantined but could not fail): they are passed over, never retried.
+        still open is not claimable for the same reason. At most ``max_processing`` on ``host``
+        (rows of older releases, with no host, count as this host's) and at most the
+        ``concurrency.global`` setting over all hosts. A project pinned to another host, or
+        requiring a label this host lacks, is passed over; so are the ids in ``skip`` (rows this
+        caller could not even fail).
         """
         from tmux_orchestrator.naming import session_name_for
 
         now = now_text()
+        busy_rows = ("(status = 'processing' OR (session_name IS NOT NULL AND session_closed_at IS NULL))")
         with self._write() as conn:
-            busy = conn.execute(
-                "SELECT count(*) FROM project_queue WHERE status = 'processing' "
-                "OR (session_name IS NOT NULL AND session_closed_at IS NULL)"
-            ).fetchone()[0]
+            busy = conn.execute(f"SELECT count(*) FROM project_queue WHERE {busy_rows} "
+                                "AND coalesce(host, ?) = ?", (host, host)).fetchone()[0]
             if busy >= max_processing:
                 return None
+            limit = conn.execute("SELECT value FROM settings WHERE key = 'concurrency.global'").fetchone()
+            if limit is not None and str(limit[0]).strip().isdigit():
+                if conn.execute(f"SELECT count(*) FROM project_queue WHERE {busy_rows}").fetchone()[0] \
+                        >= int(str(limit[0]).strip()):
+                    return None
             skipped = ", ".join(str(int(i)) for i in sorted(skip)) or "0"
+            # Labels a project requires must all be among the host's; a list a hand edit broke is
+            # claimed, and then failed with a message saying what is wrong.
             row = conn.execute(
-                "SELECT id, name FROM project_queue "
-                "WHERE status = 'queued' AND (not_before IS NULL OR not_before <= ?) "
+                "SELECT id, name FROM project_queue AS p "
+                "WHERE status = 'queued' AND (not_before IS NULL OR not_before <= :now) "
                 "AND (session_name IS NULL OR session_closed_at IS NOT NULL) "
                 f"AND id NOT IN ({skipped}) "
+                "AND (pinned_host IS NULL OR pinned_host = :host) "
+                "AND (required_labels = '[]' OR NOT json_valid(required_labels) OR NOT EXISTS ("
+                "    SELECT 1 FROM json_each(p.required_labels) AS r "
+                "    WHERE r.value NOT IN (SELECT value FROM json_each(:labels)))) "
                 "ORDER BY priority DESC, enqueued_at, id LIMIT 1",
-                (now,),
+                {"now": now, "host": host, "labels": json.dumps(sorted(labels))},
             ).fetchone()
             if row is None:
                 return None
@@ -628,41 +619,83 @@ class SqliteStore:
         with self._write() as conn:
             conn.executemany("DELETE FROM cleanup_claims WHERE session_key = ?", [(k,) for k in keys])
 
-    # -- the daemon lease ------------------------------------------------------------------------
-    def take_lease(self, lease: Lease, *, holder_gone: Callable[[Lease], bool]) -> Lease | None:
-        """Take this host's daemon lease; returns the live holder instead when another has it."""
+    # -- hosts ---------------------------------------------------------------------------------
+    def register_host(self, host: Host, *, holder_gone: Callable[[Host], bool]) -> Host | None:
+        """Take ``host.name``'s lease (see :meth:`Store.register_host`)."""
         with self._write() as conn:
-            row = conn.execute("SELECT * FROM daemon_leases WHERE host = ?", (lease.host,)).fetchone()
+            row = conn.execute("SELECT * FROM hosts WHERE name = ?", (host.name,)).fetchone()
             if row is not None:
-                current = Lease(**{k: row[k] for k in row.keys()})
-                if current.owner != lease.owner and not holder_gone(current):
+                current = _row_to_host(row, datetime.now(UTC))
+                if (current.owner != host.owner and current.stopped_at is None
+                        and current.expired_at is None and not holder_gone(current)):
                     return current
             now = now_text()
             conn.execute(
-                "INSERT INTO daemon_leases (host, runner, home, pid, owner, started_at, heartbeat_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host) DO UPDATE SET runner = excluded.runner, "
-                "home = excluded.home, pid = excluded.pid, owner = excluded.owner, "
-                "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
-                (lease.host, lease.runner, lease.home, lease.pid, lease.owner, now, now),
+                "INSERT INTO hosts (name, runner, home, pid, owner, labels, concurrency, started_at, "
+                "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "runner = excluded.runner, home = excluded.home, pid = excluded.pid, owner = excluded.owner, "
+                "labels = excluded.labels, started_at = excluded.started_at, "
+                "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, expired_at = NULL",
+                (host.name, host.runner, host.home, host.pid, host.owner, json.dumps(sorted(host.labels)),
+                 host.concurrency, now, now),
             )
         return None
 
-    def renew_lease(self, host: str, owner: str) -> bool:
-        """Heartbeat; False when the lease is no longer ours (another daemon took it)."""
+    def heartbeat(self, name: str, owner: str) -> bool:
+        """Renew the lease; False when it is no longer ``owner``'s."""
         with self._write() as conn:
             return conn.execute(
-                "UPDATE daemon_leases SET heartbeat_at = ? WHERE host = ? AND owner = ?",
-                (now_text(), host, owner),
+                "UPDATE hosts SET heartbeat_at = ? WHERE name = ? AND owner = ? AND stopped_at IS NULL "
+                "AND expired_at IS NULL", (now_text(), name, owner),
             ).rowcount == 1
 
-    def drop_lease(self, host: str, owner: str) -> None:
+    def unregister_host(self, name: str, owner: str) -> None:
         """Give the lease up (a daemon that stops)."""
         with self._write() as conn:
-            conn.execute("DELETE FROM daemon_leases WHERE host = ? AND owner = ?", (host, owner))
+            conn.execute("UPDATE hosts SET stopped_at = ? WHERE name = ? AND owner = ?",
+                         (now_text(), name, owner))
 
-    def leases(self) -> list[Lease]:
-        """Every host's lease."""
-        return [Lease(**{k: r[k] for k in r.keys()}) for r in self._read("SELECT * FROM daemon_leases")]
+    def hosts(self) -> list[Host]:
+        """Every host, with ``silent_for`` by the database's clock."""
+        now = datetime.now(UTC)
+        return [_row_to_host(r, now) for r in self._read("SELECT * FROM hosts ORDER BY name")]
+
+    def set_host(self, name: str, *, concurrency: int | None = None, paused: bool | None = None) -> None:
+        """Change a host's concurrency or pause."""
+        with self._write() as conn:
+            if concurrency is not None:
+                conn.execute("UPDATE hosts SET concurrency = ? WHERE name = ?", (concurrency, name))
+            if paused is not None:
+                conn.execute("UPDATE hosts SET paused = ? WHERE name = ?", (int(paused), name))
+
+    def expire_hosts(self, ttl: float, *, source: str) -> list[Project]:
+        """Mark hosts silent for over ``ttl`` seconds expired and fail their running projects lost."""
+        limit = to_text(datetime.now(UTC) - timedelta(seconds=ttl))
+        failed: list[int] = []
+        with self._write() as conn:
+            dead = [r[0] for r in conn.execute(
+                "SELECT name FROM hosts WHERE heartbeat_at < ? AND stopped_at IS NULL AND expired_at IS NULL",
+                (limit,),
+            )]
+            now = now_text()
+            for name in dead:
+                conn.execute("UPDATE hosts SET expired_at = ? WHERE name = ?", (now, name))
+                ids = [r[0] for r in conn.execute(
+                    "SELECT id FROM project_queue WHERE status = 'processing' AND host = ?", (name,))]
+                for project_id in ids:
+                    conn.execute(
+                        "UPDATE project_queue SET status = 'failed', changed_by = ?, outcome = 'lost', "
+                        "error_message = ?, completed_at = ?, "
+                        "session_closed_at = coalesce(session_closed_at, ?) "
+                        "WHERE id = ? AND status = 'processing'",
+                        (source, f"lost: host {name} stopped renewing its lease", now, now, project_id),
+                    )
+                # Sessions of ended rows the dead host had not closed yet: its daemon closes what is
+                # left on its server when it comes back, before it claims anything (fencing).
+                conn.execute("UPDATE project_queue SET session_closed_at = ? WHERE host = ? "
+                             "AND session_name IS NOT NULL AND session_closed_at IS NULL", (now, name))
+                failed += ids
+        return [self.get(i) for i in failed]
 
     def set_exit_code(self, project_id: int, exit_code: int) -> None:
         """Record a late exit code without touching the status or outcome."""
@@ -836,6 +869,34 @@ class SqliteStore:
         for row in self._read("SELECT status, count(*) FROM project_queue GROUP BY status"):
             out[row[0]] = row[1]
         return out
+
+
+_INSERT = (
+    "INSERT INTO project_queue (name, priority, command, env, project_path, spec_path, max_retries, "
+    "retry_delay, timeout, idle_timeout, pinned_host, required_labels, enqueued_at, changed_by) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_values(new: NewProject, now: str, source: str) -> tuple[Any, ...]:
+    return (new.name, new.priority, json.dumps(new.command), json.dumps(new.env), new.project_path,
+            new.spec_path, new.max_retries, new.retry_delay, new.timeout, new.idle_timeout,
+            new.pinned_host, json.dumps(sorted(set(new.required_labels))), now, source)
+
+
+def _row_to_host(row: sqlite3.Row, now: datetime) -> Host:
+    beat = parse_time_or_none(row["heartbeat_at"])
+    try:
+        labels = [str(x) for x in json.loads(row["labels"] or "[]")]
+    except (TypeError, ValueError):
+        labels = []
+    return Host(
+        name=row["name"], runner=row["runner"], home=row["home"], pid=row["pid"], owner=row["owner"],
+        labels=labels, concurrency=row["concurrency"] if isinstance(row["concurrency"], int) else 1,
+        paused=bool(row["paused"]), started_at=parse_time_or_none(row["started_at"]), heartbeat_at=beat,
+        stopped_at=parse_time_or_none(row["stopped_at"]), expired_at=parse_time_or_none(row["expired_at"]),
+        silent_for=(now - beat).total_seconds() if beat else None,
+    )
 
 
 def _decode(data: bytes) -> str:
