@@ -214,6 +214,24 @@ class Cleaner:
             return False
         return True
 
+    def stop_offline(self, targets: Sequence[Target], *, grace: float | None = None) -> None:
+        """Stop ``targets`` without the database (it is out of reach): SIGTERM, the grace, SIGKILL,
+        kill-session. Nothing is claimed or recorded; the caller records what it did once the
+        database answers again. Only for fencing a host that lost its shared database."""
+        grace = self.settings.kill_grace if grace is None else grace
+        self._scan()
+        for target in targets:
+            target.escaped = self._leftovers(target)
+            target.signalled = self._send(target, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(self._running(t) for t in targets):
+            time.sleep(POLL)
+        self._scan()
+        for target in targets:
+            if self._running(target) or self._leftovers(target):
+                target.sigkilled = self._send(target, signal.SIGKILL, rescan=True)
+        self._kill_sessions(list(targets))
+
     # -- steps ---------------------------------------------------------------------------------
     def _claim(self, targets: Sequence[Target], *, ttl: float) -> list[tuple[Target, str]]:
         claims = [Claim(t.key, t.name, t.project.id if t.project else None, t.attempt, t.current)

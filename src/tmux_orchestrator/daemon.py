@@ -34,15 +34,16 @@ from typing import TYPE_CHECKING
 from tmux_orchestrator import __version__
 from tmux_orchestrator.boot import boot_id
 from tmux_orchestrator.cleanup import Cleaner, CleanupQueue
-from tmux_orchestrator.errors import OrchestratorError, ServerNotRunning
+from tmux_orchestrator.errors import DatabaseInUse, OrchestratorError, ServerNotRunning
 from tmux_orchestrator.home import open_fifo
 from tmux_orchestrator.launch import LAUNCH_BATCH, Launcher
-from tmux_orchestrator.lease import DaemonLease
 from tmux_orchestrator.lock import DaemonLock
+from tmux_orchestrator.membership import Membership
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.reconcile import Reconciler
 from tmux_orchestrator.retention import ACTIVE, prune_logs
+from tmux_orchestrator.retries import requeue_after_failure
 from tmux_orchestrator.store.rows import now_text, to_text
 from tmux_orchestrator.tmux import check_tmux
 from tmux_orchestrator.tmux.guard import ServerGuard
@@ -79,7 +80,7 @@ class Daemon:
         self.store = orchestrator.store
         self.server = orchestrator.server
         self.lock = DaemonLock(self.settings.lock_path)
-        self.lease = DaemonLease(self.store, self.settings)
+        self.membership = Membership(self.store, self.settings)
         self.requested_concurrency = concurrency
         self.install_signal_handlers = install_signal_handlers
         self.ready_fd = ready_fd
@@ -103,6 +104,8 @@ class Daemon:
         self._active_at = time.monotonic()
         #: Monotonic time at which a delayed (retrying) project becomes due.
         self._next_due: float | None = None
+        #: The lease was lost and taken again: no claims until reconcile stopped what was taken.
+        self._fencing = False
         #: Failing steps: name -> (failures in a row, monotonic time before which it is not retried).
         self._backoff: dict[str, tuple[int, float]] = {}
         # Imported here: prometheus_client and the delivery modules only matter to a running daemon.
@@ -153,16 +156,14 @@ class Daemon:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.lease.acquire()
-        if self.requested_concurrency is not None:
-            self.store.set_setting("concurrency", str(self.requested_concurrency))
+        self.membership.join(self.requested_concurrency)
         self._read_controls()
         self._open_fifo()
         self.orch.source = "daemon"
         self.guard.known = self.store.get_setting(self._server_key)
         for key, value in (
             ("daemon.pid", str(os.getpid())),
-            ("daemon.host", self.settings.host),
+            ("daemon.host", self.membership.name),
             ("daemon.started_at", now_text()),
             ("daemon.version", __version__),
         ):
@@ -171,9 +172,11 @@ class Daemon:
 
         self.dispatcher = Dispatcher(self.settings, self.metrics).start()
         self.watcher.event_cursor = self.store.last_event_id()
+        # Each host has its own boot id (an older database kept one, for its one host).
         current_boot = boot_id()
-        previous_boot = self.store.get_setting("boot_id")
-        self.store.set_setting("boot_id", current_boot)
+        boot_key = f"boot_id.{self.membership.name}"
+        previous_boot = self.store.get_setting(boot_key) or self.store.get_setting("boot_id")
+        self.store.set_setting(boot_key, current_boot)
         rebooted = previous_boot is not None and previous_boot != current_boot
         if rebooted and self.settings.pause_after_reboot:
             self.orch.pause()
@@ -217,7 +220,7 @@ class Daemon:
                 self.store.set_setting("daemon.pid", "")
                 log.info("daemon stopped; %s", left)
             if self.exit_code == 0:
-                self.lease.release()
+                self.membership.leave()
         except OrchestratorError as exc:
             log.warning("could not record daemon stop: %s", exc)
         finally:
@@ -343,6 +346,10 @@ class Daemon:
 
     def _tick(self) -> None:
         """Everything the loop does on a wake-up; each step is cheap when there is nothing to do."""
+        if time.monotonic() - self.membership.last_beat > self.settings.host_lease / 2:
+            # Back from a long pause (a suspended machine, a stopped process) or a database out of
+            # reach: before anything else, learn whether this host still holds its lease.
+            self._step("renew the lease", self._heartbeat)
         self._step("check the run directory", self._check_fifo)
         if self.watcher.pending_exits:
             self._step("record exits", self.watcher.apply_exits)
@@ -354,26 +361,60 @@ class Daemon:
             self._step("log retention", self._prune_logs)
         if now >= self._next_reconcile:
             self._next_reconcile = now + self.settings.reconcile_interval
-            self._step("renew the lease", self._renew_lease)
+            self._step("renew the lease", self._heartbeat)
+            self._step("expire dead hosts", self._expire_hosts)
             started = time.perf_counter()
             self._step("reconcile", self.reconciler.run)
+            self._step("elect the dispatcher", self._elect)
             self.metrics.reconciled(time.perf_counter() - started)
             self._step("remember the server", self._remember_server)
             self._step("check idle projects", lambda: self.watcher.check_idle(now))
             self._claim_needed = True
         self._step("fill slots", self._fill_slots)
 
-    def _renew_lease(self) -> None:
-        if not self.lease.renew():
-            log.error("another daemon took this host's lease on the database; stopping without "
-                      "touching any session")
+    def _heartbeat(self) -> None:
+        """Renew this host's lease; fence when it had been lost (see :mod:`membership`)."""
+        try:
+            renewed = self.membership.beat()
+        except DatabaseInUse as exc:
+            log.error("%s; stopping without touching any session", exc)
             self.exit_code = 1
             self.stop()
+            return
+        except OrchestratorError:
+            if self.store.is_shared() and self.membership.silent_too_long() and self.watcher.running:
+                self._fence_offline()
+            raise
+        if self.watcher.fenced:
+            self.watcher.record_fenced()
+        if not renewed:
+            # The other hosts declared this one dead and took its projects: nothing is claimed
+            # until reconcile has stopped every session whose project is no longer ours.
+            self._fencing = True
+            self._next_reconcile = time.monotonic()
+            self._token = -1  # read the changes made meanwhile at once
+            self._event("host_fenced", f"host {self.membership.name} lost its lease; stopping what was "
+                                       "taken from it before claiming again")
+
+    def _fence_offline(self) -> None:
+        """The shared database has been out of reach for half the lease: the other hosts may soon
+        run this host's projects again, so its sessions are stopped now, without the database."""
+        silent = time.monotonic() - self.membership.last_beat
+        log.error("no heartbeat for %.0fs: stopping %s running session(s) before the other hosts may "
+                  "run them again", silent, len(self.watcher.running))
+        self.watcher.fence_all(f"fenced: the database was out of reach for {silent:.0f}s")
+
+    def _expire_hosts(self) -> None:
+        for project in self.membership.expire_others():
+            requeue_after_failure(self.store, project, source="daemon")
+
+    def _elect(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.active = self.membership.is_dispatcher()
 
     def _read_controls(self) -> None:
-        """Concurrency and pause, as stored (``tmo pause``, ``--concurrency``)."""
-        self.paused = self.store.get_setting("paused", "0") == "1"
-        self.concurrency = self.store.concurrency()
+        """Concurrency and pause of this host, as stored (``tmo pause``, ``--concurrency``)."""
+        self.concurrency, self.paused = self.membership.controls()
 
     def _check_database(self) -> None:
         token = self.store.changes_token()
@@ -403,6 +444,11 @@ class Daemon:
             self._claim_needed = True
         if not self._claim_needed or self.stopping or self.paused:
             return
+        if self._fencing:
+            if not (self.reconciler.settled and self.cleanups.idle()):
+                return
+            self._fencing = False
+            log.info("host %s fenced: nothing taken from it runs here any more", self.membership.name)
         self._claim_needed = False
         if len(self.running) >= self.concurrency:
             return

@@ -156,6 +156,8 @@ class Channel(threading.Thread):
         self.cursor = 0
         #: The event being delivered (for the give-up rule of :meth:`run`).
         self.current: int | None = None
+        #: Whether this host delivered on the last look (see :attr:`Dispatcher.active`).
+        self._active = True
         self._saved = -1
         self._saved_at = 0.0
 
@@ -228,6 +230,14 @@ class Channel(threading.Thread):
         self._save(force=True)
 
     def _catch_up(self) -> None:
+        if not self.dispatcher.active:
+            self._active = False  # another host delivers: its cursor moves, ours is read again
+            return
+        if not self._active:
+            stored = self.store.get_setting(self.cursor_key)
+            if stored is not None and stored.isdigit():
+                self.cursor = self._saved = int(stored)
+            self._active = True
         while not self.dispatcher.aborting():
             top = self.store.last_event_id()
             batch = self.store.events_after(self.cursor, limit=BATCH, kinds=self.kinds)
@@ -396,6 +406,8 @@ class Dispatcher:
         self.config = (config or load_delivery(settings.extra)).with_secrets(os.environ)
         self.store: Store = open_store(settings)
         self.stopping = threading.Event()
+        #: Deliver events: the daemon sets it on the one host elected to deliver (``membership``).
+        self.active = True
         self.start_id = 0
         self._drain_until = 0.0
         self._generation = 0

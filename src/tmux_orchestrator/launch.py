@@ -62,7 +62,8 @@ class Launcher:
         claimed: list[Project] = []
         while len(claimed) < limit:
             project = self.store.claim_next(host=self.settings.host, max_processing=concurrency,
-                                            runner=self.settings.runner, skip=frozenset(self.skipped))
+                                            runner=self.settings.runner, skip=frozenset(self.skipped),
+                                            labels=self.settings.labels)
             if project is None:
                 break
             claimed.append(project)

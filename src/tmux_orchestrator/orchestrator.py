@@ -29,6 +29,7 @@ from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.reconcile import SessionRow, classify, find_session, is_ours
 from tmux_orchestrator.retries import MAX_DURATION, MAX_RETRY_DELAY, RETRYABLE, requeue_after_failure
 from tmux_orchestrator.store import NewProject, open_store
+from tmux_orchestrator.store.base import Host
 from tmux_orchestrator.tmux import (
     OrchestratorServer,
     SessionInfo,
@@ -456,17 +457,41 @@ class Orchestrator:
         return [t.name for t in self.cleaner.clean(targets)]
 
     # -- daemon ---------------------------------------------------------------------------
-    def pause(self) -> None:
-        """Stop claiming projects (running ones go on); survives daemon restarts."""
-        self.store.set_setting("paused", "1")
-        self.store.append_event("queue_paused", source=self.source)
+    def pause(self, host: str | None = None) -> None:
+        """Stop claiming projects (running ones go on), on every host or only on ``host``;
+        survives daemon restarts."""
+        self._set_paused(True, host)
+
+    def resume(self, host: str | None = None) -> None:
+        """Claim projects again after :meth:`pause` (of the queue, or of ``host``)."""
+        self._set_paused(False, host)
+
+    def _set_paused(self, paused: bool, host: str | None) -> None:
+        if host is None:
+            self.store.set_setting("paused", "1" if paused else "0")
+        else:
+            if host not in {h.name for h in self.store.hosts()}:
+                raise UsageError(f"no host named {host!r} (see `tmo hosts`)")
+            self.store.set_host(host, paused=paused)
+        self.store.append_event("queue_paused" if paused else "queue_resumed", source=self.source,
+                                message=f"host {host}" if host else None)
         self.poke_daemon()
 
-    def resume(self) -> None:
-        """Claim projects again after :meth:`pause`."""
-        self.store.set_setting("paused", "0")
-        self.store.append_event("queue_resumed", source=self.source)
+    def requeue(self, project_id: int) -> Project:
+        """Stop a running project and queue it again (``tmo requeue``): its next attempt starts
+        once this one's session is gone, on whichever host claims it. Not a retry."""
+        project = self.store.get(project_id)
+        if project.status != ProjectStatus.PROCESSING:
+            raise InvalidTransition(project_id, project.status.value, "requeued (only a running project)")
+        project = self.store.transition(project_id, ProjectStatus.QUEUED, source=self.source,
+                                        expected=ProjectStatus.PROCESSING)
+        self.cleanup_session(project, reason="requeued")
         self.poke_daemon()
+        return self.store.get(project_id)
+
+    def hosts(self) -> list[Host]:
+        """Every host of the queue (``tmo hosts``)."""
+        return self.store.hosts()
 
     def is_paused(self) -> bool:
         """True while the queue is paused."""

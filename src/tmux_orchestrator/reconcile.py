@@ -112,9 +112,10 @@ def classify_sessions(orch: Any) -> list[SessionRow]:
 
 
 def is_ours(project: Project, settings: Settings) -> bool:
-    """True if this home's daemon runs ``project`` (rows of older releases: by host)."""
+    """True if ``project`` runs (or ran) on this home's tmux server: claimed by this home's daemon,
+    whatever host name it had then (rows of older releases, with no runner: by host)."""
     if project.runner is not None:
-        return project.runner == settings.runner
+        return project.runner == settings.runner or project.runner.endswith(f":{settings.home_key}")
     return project.host in (None, settings.host)
 
 
@@ -141,6 +142,11 @@ class Reconciler:
         self.server_was_down = False
         #: The state of the last pass that found nothing to do.
         self._settled: tuple[str, frozenset[int], int] | None = None
+
+    @property
+    def settled(self) -> bool:
+        """True when the last pass found nothing to do (every session matches its row)."""
+        return self._settled is not None
 
     # -- looking ------------------------------------------------------------------------------
     def look(self) -> Look:

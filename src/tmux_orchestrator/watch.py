@@ -97,6 +97,9 @@ class Watcher:
         self._deadlines: list[tuple[float, int, int]] = []
         #: Exits read from the FIFO and not written to the database yet: (id, attempt) -> (code, when).
         self.pending_exits: dict[tuple[int, int], tuple[int, float]] = {}
+        #: Projects stopped while the database was out of reach (fencing), to be recorded lost
+        #: once it answers: id -> (the project as it ran, why).
+        self.fenced: dict[int, tuple[Project, str]] = {}
         self._exits_failures = 0
         self._exits_retry_at = 0.0
         self._fifo_buffer = b""
@@ -281,6 +284,29 @@ class Watcher:
         self.cleanups.submit([target])
         requeue_after_failure(self.store, failed, source=self.source)
 
+    def fence_all(self, why: str) -> None:
+        """Stop every running project now, without the database (see :mod:`membership`)."""
+        targets = []
+        for project_id, running in list(self.running.items()):
+            targets.append(self.target(running.project, reason=why))
+            self.fenced[project_id] = (running.project, why)
+            self.running.pop(project_id, None)
+        self.cleaner.stop_offline(targets)
+
+    def record_fenced(self) -> None:
+        """The database answers again: record the projects fencing stopped as lost (unless the
+        other hosts already did), so their retry policy applies."""
+        for project_id, (project, why) in list(self.fenced.items()):
+            try:
+                current = self.store.get(project_id)
+            except ProjectNotFound:
+                self.fenced.pop(project_id, None)
+                continue
+            if current.status == ProjectStatus.PROCESSING and current.attempt == project.attempt:
+                self.running[project_id] = Running(project=current)  # lose() takes it from here
+                self.lose(current, why)
+            self.fenced.pop(project_id, None)
+
     def ended_elsewhere(self, project_id: int, why: str) -> bool:
         """A running project was ended by someone else (CLI, API, SQL): clean its session up.
 
@@ -305,7 +331,10 @@ class Watcher:
         # The session is the one this daemon started and watched (the row's ids may have been
         # edited since); the row, if it is still there, says how the project ended.
         target = self.target(running.project, reason=why)
-        target.current = project is not None and project.attempt == running.project.attempt
+        # still the row's own session, not closed yet (a dead host's rows are closed for it: its
+        # sessions are then stopped without freeing a slot twice)
+        target.current = (project is not None and project.attempt == running.project.attempt
+                          and project.session_closed_at is None)
         if project is not None:
             target.project = project
         target.trusted_group = True

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from acceptance.hosts import cluster
 from acceptance.support import daemon, tmo
 
-__all__ = ["daemon", "tmo"]
+__all__ = ["cluster", "daemon", "tmo"]

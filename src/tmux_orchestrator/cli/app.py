@@ -90,6 +90,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "tmux_orchestrator.cli.projects": (
         "add", "list", "show", "complete", "fail", "cancel", "retry", "remove", "pause", "resume",
+        "requeue",
     ),
     "tmux_orchestrator.cli.daemon": ("daemon",),
     "tmux_orchestrator.cli.sessions": ("sessions", "cleanup", "attach", "logs", "_cleanup"),
@@ -97,6 +98,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "tmux_orchestrator.cli.demo": ("demo",),
     "tmux_orchestrator.cli.doctor": ("doctor",),
     "tmux_orchestrator.cli.stats": ("stats",),
+    "tmux_orchestrator.cli.hosts": ("hosts",),
 }
 
 

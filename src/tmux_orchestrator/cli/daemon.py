@@ -19,6 +19,7 @@ from tmux_orchestrator.service import (
     stop_daemon,
     systemd_unit,
 )
+from tmux_orchestrator.store.base import Store
 
 
 @cli.group()
@@ -85,7 +86,7 @@ def status(ctx: Context, as_json: bool) -> None:
         home=str(settings.home),
         socket=str(settings.socket_path),
         database=redact_url(settings.database_url),
-        concurrency=store.concurrency(),
+        concurrency=_host_concurrency(store, settings.host),
         paused=store.get_setting("paused", "0") == "1",
         started_at=store.get_setting("daemon.started_at") if pid else None,
         counts=store.counts(),
@@ -104,6 +105,14 @@ def status(ctx: Context, as_json: bool) -> None:
             click.echo(f"metrics:     {info.metrics_url}")
     if pid is None:
         raise click.exceptions.Exit(3)
+
+
+def _host_concurrency(store: Store, name: str) -> int:
+    """This host's concurrency (the queue's default when it never ran a daemon)."""
+    for host in store.hosts():
+        if host.name == name:
+            return host.concurrency
+    return store.concurrency()
 
 
 @daemon.command("install-systemd")

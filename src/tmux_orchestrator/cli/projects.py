@@ -411,16 +411,27 @@ def remove(ctx: Context, ids: tuple[int, ...]) -> None:
 
 
 @cli.command()
+@click.option("--host", metavar="NAME", help="Only this host stops claiming (see `tmo hosts`).")
 @pass_context
-def pause(ctx: Context) -> None:
-    """Stop starting new projects (running ones go on)."""
-    ctx.orch.pause()
-    click.echo("queue paused")
+def pause(ctx: Context, host: str | None) -> None:
+    """Stop starting new projects (running ones go on), on every host or one."""
+    ctx.orch.pause(host)
+    click.echo(f"host {host} paused" if host else "queue paused")
 
 
 @cli.command()
+@click.option("--host", metavar="NAME", help="Only this host claims again.")
 @pass_context
-def resume(ctx: Context) -> None:
+def resume(ctx: Context, host: str | None) -> None:
     """Start projects again after `tmo pause`."""
-    ctx.orch.resume()
-    click.echo("queue resumed")
+    ctx.orch.resume(host)
+    click.echo(f"host {host} resumed" if host else "queue resumed")
+
+
+@cli.command()
+@click.argument("ids", type=PROJECT_ID, nargs=-1, required=True)
+@pass_context
+def requeue(ctx: Context, ids: tuple[int, ...]) -> None:
+    """Stop running projects and queue them again (the next attempt waits for the old one to be
+    gone; any host may take it). Not counted as a retry."""
+    _each(ctx, ids, "requeue")

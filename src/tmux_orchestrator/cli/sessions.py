@@ -25,7 +25,7 @@ from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
 from tmux_orchestrator.home import open_private
 from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.project import Project, ProjectStatus
-from tmux_orchestrator.reconcile import classify_sessions
+from tmux_orchestrator.reconcile import classify_sessions, is_ours
 
 
 @cli.command()
@@ -77,10 +77,20 @@ def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> 
 @cli.command()
 @click.argument("project_id", type=PROJECT_ID)
 @click.option("--read-only", "-r", is_flag=True, help="Attach without sending keys.")
+@click.option("--ssh", "via_ssh", is_flag=True,
+              help="If the project runs on another host, attach there: `ssh -t HOST tmo attach ID`.")
 @pass_context
-def attach(ctx: Context, project_id: int, read_only: bool) -> None:
+def attach(ctx: Context, project_id: int, read_only: bool, via_ssh: bool) -> None:
     """Attach this terminal to a running project's session (detach with C-b d)."""
     project = ctx.existing.get(project_id)
+    if project.status == ProjectStatus.PROCESSING and not is_ours(project, ctx.settings) and project.host:
+        remote = ["ssh", "-t", project.host, "tmo", "attach", str(project_id), *(["-r"] if read_only else [])]
+        if not via_ssh:
+            raise OrchestratorError(
+                f"project {project_id} runs on host {project.host}, not here ({ctx.settings.host}); "
+                f"attach there, or run `tmo attach {project_id} --ssh` ({' '.join(remote)})")
+        sys.stdout.flush()
+        os.execvp(remote[0], remote)
     session = ctx.existing.session_of(project)
     if session is None:
         raise OrchestratorError(

@@ -128,6 +128,10 @@ class Store(Protocol):
     def changes_token(self) -> int:
         """A number that changes whenever another connection committed (cheap to poll)."""
 
+    def is_shared(self) -> bool:
+        """True when several hosts may use this database (PostgreSQL): a host that loses it for
+        long must fence itself. False for SQLite, one host's file."""
+
     def change_fd(self) -> int | None:
         """A file descriptor that becomes readable when another connection committed a change the
         daemon cares about (PostgreSQL's LISTEN socket), or None when changes must be polled with

@@ -851,6 +851,10 @@ class SqliteStore:
                 (key, value),
             )
 
+    def is_shared(self) -> bool:
+        """False: a SQLite file is one host's (a network file system is not supported)."""
+        return False
+
     def change_fd(self) -> int | None:
         """None: SQLite has no change notification; :meth:`changes_token` is polled."""
         return None

@@ -1,0 +1,140 @@
+"""Several hosts, one queue: work spreads, pins and labels hold, control crosses hosts, a dead host's
+projects are retried elsewhere, and a host that comes back fences itself before it claims.
+
+Each host is a home with its own tmux server, daemon and ``TMO_HOST`` on one machine, all on one
+database (``hosts.py``). The lease is 5 s here instead of 30 s, so a dead host is noticed quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from acceptance.hosts import Cluster, Host
+from acceptance.support import pid_alive
+from tmux_orchestrator.testing import retry_until
+
+
+def _running_on(host: Host, project: int) -> bool:
+    data = host.tmo.project(project)
+    return data["status"] == "processing" and data["host"] == host.name and data["session_name"] in \
+        host.tmo.tmux_session_names()
+
+
+def _gate(host: Host) -> tuple[Path, list[str]]:
+    work = host.home / "work"
+    work.mkdir(exist_ok=True)
+    return work / "gate", ["sh", "-c", f"while [ ! -e {work / 'gate'} ]; do sleep 0.05; done"]
+
+
+def test_work_spreads_over_hosts(cluster: Cluster) -> None:
+    a, b = cluster.host("alpha"), cluster.host("beta")
+    gate, command = _gate(a)
+    ids = [a.tmo.add(*command, options=["--name", f"p{n}"]) for n in range(2)]
+    a.daemon.start("--concurrency", "1")
+    b.daemon.start("--concurrency", "1")
+    retry_until(lambda: {a.tmo.project(i)["host"] for i in ids} == {"alpha", "beta"}
+                and all(a.tmo.status_of(i) == "processing" for i in ids), timeout=20,
+                message="one project on each host")
+    hosts = {h["name"]: h for h in a.tmo.json("hosts")}
+    assert hosts["alpha"]["alive"] and hosts["beta"]["alive"]
+    assert hosts["alpha"]["running"] == hosts["beta"]["running"] == 1
+    gate.touch()
+    for project in ids:
+        assert a.tmo.wait_status(project, "completed", timeout=20)["status"] == "completed"
+
+
+def test_pinned_and_labelled_projects_run_only_where_they_may(cluster: Cluster) -> None:
+    a, b = cluster.host("alpha"), cluster.host("beta", labels="gpu,big")
+    pinned = a.tmo.add("true", options=["--host", "alpha", "--name", "pinned"])
+    gpu = a.tmo.add("true", options=["--requires", "gpu", "--name", "gpu"])
+    both = a.tmo.add("true", options=["--requires", "gpu,big", "--name", "both"])
+    nowhere = a.tmo.add("true", options=["--requires", "tpu", "--name", "nowhere"])
+    b.daemon.start("--concurrency", "2")
+    a.daemon.start("--concurrency", "2")
+    for project, where in ((pinned, "alpha"), (gpu, "beta"), (both, "beta")):
+        done = a.tmo.wait_status(project, "completed", timeout=20)
+        assert done["host"] == where, done
+    time.sleep(3.0)
+    assert a.tmo.status_of(nowhere) == "queued"
+
+
+def test_cancel_and_sql_from_another_host_reach_the_owning_host(cluster: Cluster) -> None:
+    a, b = cluster.host("alpha"), cluster.host("beta")
+    b.daemon.start("--concurrency", "2")
+    first = b.tmo.add("sleep", "600", options=["--name", "first"])
+    second = b.tmo.add("sleep", "600", options=["--name", "second"])
+    retry_until(lambda: _running_on(b, first) and _running_on(b, second), timeout=20,
+                message="both projects to run on beta")
+    sessions = {p: b.tmo.project(p)["session_name"] for p in (first, second)}
+    a.tmo.ok("cancel", str(first))  # from alpha, which runs no daemon and has no such session
+    _sqlite(a.tmo.env["TMO_DATABASE_URL"], f"UPDATE project_queue SET status='completed' WHERE id={second}")
+    for project in (first, second):
+        retry_until(lambda p=project: sessions[p] not in b.tmo.tmux_session_names(),  # type: ignore[misc]
+                    timeout=20, message="beta to kill the session")
+    kills = [e for e in a.tmo.events() if e["kind"] == "session_killed"]
+    assert sorted(e["project_id"] for e in kills) == [first, second]
+
+
+def _sqlite(url: str, statement: str) -> None:
+    """Hand-written SQL on the shared SQLite database, as a user would."""
+    import sqlite3
+
+    conn = sqlite3.connect(url[len("sqlite:///"):], timeout=30, isolation_level=None)
+    try:
+        conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def test_a_dead_hosts_projects_are_retried_elsewhere(cluster: Cluster) -> None:
+    a, b = cluster.host("alpha"), cluster.host("beta")
+    b_pid = b.daemon.start("--concurrency", "1")
+    project = b.tmo.add("sleep", "600", options=["--name", "doomed", "--max-retries", "1"])
+    retry_until(lambda: _running_on(b, project), timeout=20, message="the project to run on beta")
+    a.daemon.start("--concurrency", "1")
+    os.kill(b_pid, signal.SIGKILL)  # the machine dies: its daemon and its tmux server
+    b.tmo.end_server()
+    retry_until(lambda: _running_on(a, project), timeout=40, message="the retry to run on alpha")
+    data = a.tmo.project(project)
+    assert (data["attempt"], data["retry_count"]) == (2, 1)
+    lost = [e for e in a.tmo.events() if e["project_id"] == project and e["outcome"] == "lost"]
+    assert len(lost) == 1 and "beta" in (lost[0]["message"] or ""), lost
+    hosts = {h["name"]: h for h in a.tmo.json("hosts")}
+    assert not hosts["beta"]["alive"] and hosts["beta"]["state"] == "dead (lease expired)"
+
+
+def test_a_host_that_comes_back_fences_itself_before_it_claims(cluster: Cluster) -> None:
+    a, b = cluster.host("alpha"), cluster.host("beta")
+    b_pid = b.daemon.start("--concurrency", "1")
+    project = b.tmo.add("sleep", "600", options=["--name", "taken", "--max-retries", "1"])
+    retry_until(lambda: _running_on(b, project), timeout=20, message="the project to run on beta")
+    session = b.tmo.project(project)["session_name"]
+    pane = int(b.tmo.tmux("display-message", "-p", "-t", f"={session}:", "#{pane_pid}").stdout.strip())
+    server = b.tmo.server_pid()
+    assert server is not None
+    # beta is suspended as a whole (a VM paused): daemon, tmux server and project
+    for pid in (b_pid, server):
+        os.kill(pid, signal.SIGSTOP)
+    os.killpg(pane, signal.SIGSTOP)
+    a.daemon.start("--concurrency", "1")
+    try:
+        retry_until(lambda: _running_on(a, project), timeout=40, message="the retry to run on alpha")
+        late = b.tmo.add("true", options=["--host", "beta", "--name", "late"])
+    finally:
+        os.killpg(pane, signal.SIGCONT)
+        for pid in (server, b_pid):
+            os.kill(pid, signal.SIGCONT)
+    # beta comes back: it must stop the attempt that was taken from it, and only then claim again
+    retry_until(lambda: not pid_alive(pane), timeout=20, message="beta to stop the taken attempt")
+    done = b.tmo.wait_status(late, "completed", timeout=30)
+    assert done["host"] == "beta"
+    assert _running_on(a, project), "the retry on alpha must be untouched"
+    events = a.tmo.events()
+    assert "host_fenced" in [e["kind"] for e in events]
+    stopped = [e["id"] for e in events if e["project_id"] == project and e["session_name"] == session
+               and e["kind"] in ("session_killed", "lingering_cleaned")]
+    started = [e["id"] for e in events if e["project_id"] == late and e["kind"] == "started"]
+    assert len(stopped) == 1 and started and stopped[0] < started[0], (stopped, started)
