@@ -104,6 +104,8 @@ class Target:
     #: (or the daemon watched it): a group id is never reused while a member lives. Otherwise
     #: leftovers are found by their ``TMO_PROJECT_ID``/``TMO_HOME`` in /proc.
     trusted_group: bool = True
+    #: When the attempt started (Unix time): processes that started before it are never its own.
+    since: float | None = None
     # -- progress, filled in by the cleaner --------------------------------------------------
     signalled: bool = False
     escaped: list[int] = field(default_factory=list)
@@ -121,6 +123,7 @@ class Target:
             attempt=project.attempt, instance=project.server_instance, session_id=project.session_id,
             pane_pid=(session.pane_pid if session else None) or project.pane_pid, kind=kind,
             current=True, trusted_group=session is not None,
+            since=project.started_at.timestamp() if project.started_at else None,
         )
 
     @classmethod
@@ -134,9 +137,10 @@ class Target:
         attempt = project.attempt if current and project is not None else None
         if project is not None and not current:
             attempt = _attempt_of(session.name, project.id)
+        since = float(session.created) if session.created else None  # the session's own start
         return cls(name=session.name, project=project, reason=reason, session=session, attempt=attempt,
                    instance=session.instance, session_id=session.session_id, pane_pid=session.pane_pid,
-                   kind=kind, current=current)
+                   kind=kind, current=current, since=since)
 
     @property
     def key(self) -> str:
@@ -161,8 +165,9 @@ class Cleaner:
         self.settings = settings
         self.source = source
         self.owner = owner or process_owner()
-        #: The attempts' marked processes found by the last /proc scan (:meth:`_scan`).
-        self._marks: dict[tuple[int, int], list[int]] = {}
+        #: The attempts' marked processes found by the last /proc scan (:meth:`_scan`), with the
+        #: time each started.
+        self._marks: dict[tuple[int, int], list[tuple[int, float]]] = {}
 
     # -- the whole sequence --------------------------------------------------------------------
     def clean(self, targets: Sequence[Target], *, grace: float | None = None) -> list[Target]:
@@ -359,9 +364,12 @@ class Cleaner:
         """Live processes carrying the attempt's ``TMO_PROJECT_ID``, ``TMO_ATTEMPT`` and ``TMO_HOME``,
         in or out of its process group (a reused group id never matches), as of the last
         :meth:`_scan`."""
-        if target.project is None or not target.attempt:
+        if target.project is None or not target.attempt or target.since is None:
             return []
-        return list(self._marks.get((target.project.id, target.attempt), []))
+        # A process that started before the attempt did is not the attempt's, whatever marks it
+        # carries (one of yours could copy them): the second of slack is the clocks' rounding.
+        return [pid for pid, started in self._marks.get((target.project.id, target.attempt), [])
+                if started >= target.since - 1.0]
 
     def _running(self, target: Target) -> bool:
         """Cheap: the group, or a process followed by pid, still runs."""

@@ -113,6 +113,24 @@ def _tighten(path: Path | str, info: os.stat_result, fd: int | None = None) -> N
                     path, mode, mode & ~_OTHERS)
 
 
+def check_links(path: Path, what: str) -> None:
+    """Refuse a path that goes through a symbolic link another user owns (anywhere along it): its
+    owner can point it elsewhere at any time, to a database or a socket of their choosing. Links of
+    ours, or root's, are followed."""
+    current = Path(path.absolute().anchor)
+    for part in path.absolute().parts[1:]:
+        current = current / part
+        try:
+            info = os.lstat(current)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in (os.geteuid(), 0):
+            raise UnsafePath(
+                f"refusing {what} {path}: it goes through {current}, a symbolic link owned by "
+                f"{_who(info.st_uid)}, who can point it anywhere; fix: give the real path"
+            )
+
+
 # -- the home --------------------------------------------------------------------------------------
 def _home_info(home: Path) -> os.stat_result:
     """``lstat`` of the home; a symlinked home is followed deliberately, if the link is ours (or
@@ -137,6 +155,7 @@ def check_home(home: Path, subdirs: Iterable[Path] = ()) -> bool:
     Raises :class:`UnsafePath` for a home (or subdirectory) that is not a directory owned by the
     effective user, or that group or others can write.
     """
+    check_links(home.parent, "home")  # the home itself may be a link of ours: _home_info checks it
     try:
         info = _home_info(home)
     except FileNotFoundError:
@@ -377,6 +396,7 @@ def prepare_database(path: Path, *, create: bool) -> None:
     process check-point or recover under them). ``lstat`` and ``chmod`` open nothing.
     """
     directory = path.absolute().parent
+    check_links(path, "database")
     if create and not directory.exists():
         make_parents(directory)
         with contextlib.suppress(FileExistsError):
@@ -449,8 +469,12 @@ def check_socket_dir(directory: Path, *, private: bool) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     fix = f"remove {directory} (or set TMO_TMUX_SOCKET / a shorter TMO_HOME) and let tmo create its own"
+    check_links(directory, "tmux socket directory")
     if stat.S_ISLNK(info.st_mode):
-        raise UnsafePath(f"refusing tmux socket directory {directory}: it is a symbolic link; fix: {fix}")
+        if private:  # the shared-/tmp fallback is made by tmo itself: never a link
+            raise UnsafePath(f"refusing tmux socket directory {directory}: it is a symbolic link; "
+                             f"fix: {fix}")
+        info = os.stat(directory)  # a home that is a link of ours (or root's): its target counts
     _require(directory, info, "tmux socket directory", is_dir=True, fix=fix)
     if private and info.st_mode & _OTHERS:
         raise UnsafePath(

@@ -18,13 +18,17 @@ before, :func:`safe_text` makes it safe to print: control characters become visi
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from functools import cache
 
 from tmux_orchestrator.errors import UsageError
 
-#: C0 controls, DEL, C1 controls, and lone surrogates (undecodable bytes): never printed raw.
-_UNPRINTABLE = "[\x00-\x1f\x7f-\x9f\ud800-\udfff]"
+#: C0 controls, DEL, C1 controls, lone surrogates (undecodable bytes), and the bidirectional
+#: controls that reorder what a terminal shows (``\u202e`` makes ``evil.txt`` read ``txt.live``):
+#: never printed raw.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_BIDI}]"
 #: What a command argument may not hold: the same, except tab and newline.
 _COMMAND_BAD = "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]"
 _SURROGATE = "[\ud800-\udfff]"
@@ -51,10 +55,21 @@ def _problem(text: str, bad: str) -> str | None:
 
 
 def check_text(value: str, field: str) -> None:
-    """Refuse NUL, invalid UTF-8 and control characters in ``value`` (a name, a path)."""
+    """Refuse NUL, invalid UTF-8, control characters and invisible formatting characters (zero-width,
+    bidirectional, line separators) in ``value`` (a name, a path): what is shown must be what is
+    there."""
     problem = _problem(value, _UNPRINTABLE)
+    if problem is None and not value.isprintable():
+        hidden = next((c for c in value if unicodedata.category(c) in _INVISIBLE), None)
+        if hidden is not None:
+            problem = f"contains an invisible formatting character (\\u{ord(hidden):04x})"
     if problem:
         raise UsageError(f"{field} {problem}")
+
+
+#: Unicode categories of characters a name or path may not hold: format (zero-width, bidirectional),
+#: line and paragraph separators, private use, unassigned.
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp", "Co", "Cn"})
 
 
 def check_command(argv: Sequence[str]) -> None:

@@ -9,6 +9,7 @@ group id can never make us signal someone else's process.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -16,15 +17,16 @@ _PROC = Path("/proc")
 _HAS_PROC = (_PROC / "self" / "stat").exists()
 
 
-def marked_processes(home: Path) -> dict[tuple[int, int], list[int]] | None:
+def marked_processes(home: Path) -> dict[tuple[int, int], list[tuple[int, float]]] | None:
     """Live processes of this user that carry ``TMO_HOME=home``, by their ``(TMO_PROJECT_ID,
-    TMO_ATTEMPT)``, in any process group; this process excluded. One pass over /proc serves every
-    project being cleaned up. None where /proc is missing."""
+    TMO_ATTEMPT)``, in any process group, as ``(pid, start time)`` (Unix time; the caller drops
+    those that started before the attempt did: the marks alone can be copied); this process
+    excluded. One pass over /proc serves every project being cleaned up. None without /proc."""
     if not _HAS_PROC:
         return None
     home_mark = f"TMO_HOME={home}".encode()
     me, uid = os.getpid(), os.geteuid()
-    found: dict[tuple[int, int], list[int]] = {}
+    found: dict[tuple[int, int], list[tuple[int, float]]] = {}
     for entry in _PROC.iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
@@ -34,17 +36,31 @@ def marked_processes(home: Path) -> dict[tuple[int, int], list[int]] | None:
             environ = (entry / "environ").read_bytes()
             if home_mark not in environ:
                 continue
-            if (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z":
+            fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z":
                 continue
-        except (OSError, IndexError):
+            started = _boot_time() + int(fields[19]) / _CLOCK_TICKS
+        except (OSError, IndexError, ValueError):
             continue
         values = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
         if values.get(b"TMO_HOME") != home_mark[len(b"TMO_HOME="):]:
             continue
         project, attempt = values.get(b"TMO_PROJECT_ID", b""), values.get(b"TMO_ATTEMPT", b"")
         if project.isdigit() and attempt.isdigit():
-            found.setdefault((int(project), int(attempt)), []).append(int(entry.name))
+            found.setdefault((int(project), int(attempt)), []).append((int(entry.name), started))
     return found
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@functools.cache
+def _boot_time() -> float:
+    """When the machine booted (Unix time), from /proc/stat: process start times count from it."""
+    for line in (_PROC / "stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def is_running(pid: int) -> bool:

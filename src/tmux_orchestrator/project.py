@@ -170,7 +170,8 @@ class Project:
 
 
 _TIME_FIELDS = ("enqueued_at", "started_at", "completed_at", "session_closed_at", "not_before")
-_NEEDED_TO_RUN = frozenset({"command", "env", "project_path", "spec_path", "required_labels"})
+_NEEDED_TO_RUN = frozenset({"command", "env", "project_path", "spec_path", "required_labels",
+                            "not_before"})
 _WHY = {
     **{name: "is not a time" for name in _TIME_FIELDS},
     "command": "is not a JSON list of strings",

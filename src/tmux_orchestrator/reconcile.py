@@ -37,7 +37,6 @@ from tmux_orchestrator.store.base import Store
 from tmux_orchestrator.tmux import SessionInfo
 from tmux_orchestrator.tmux.guard import Look, ServerGuard
 from tmux_orchestrator.watch import HANGUP_CODE, Watcher
-from tmux_orchestrator.wrapper import read_exit_file
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +132,8 @@ class Reconciler:
         #: Records a daemon event (kind, message).
         self.event = event
         self.reported_orphans: set[str] = set()
+        #: processing rows nobody watches, by id: how many passes saw them so.
+        self._unwatched: dict[int, int] = {}
         self.server_restarts: list[float] = []
         self.retry_server_at = 0.0
         self.last_duration = 0.0
@@ -152,7 +153,7 @@ class Reconciler:
     def look(self) -> Look:
         """Look at the server, recording what was repaired on the way."""
         look = self.guard.look()
-        for kind in look.repaired:
+        for kind in self.guard.take_repairs():
             self.event(kind, str(self.settings.socket_path))
         return look
 
@@ -223,7 +224,7 @@ class Reconciler:
         """Watch rows whose session lives, finish those that left an exit code; the rest."""
         missing: list[Project] = []
         for project in rows:
-            code = read_exit_file(self.settings.exit_path(project.id, project.attempt))
+            code = self.watcher.exit_code_of(project)
             if code == HANGUP_CODE and self.server_was_down:
                 self.watcher.lose(project, "the tmux server died while the daemon was away")
                 continue
@@ -272,6 +273,7 @@ class Reconciler:
         pending = self._check_running(owned)
         pending = self._check_sessions(owned) or pending
         pending = self._check_open_rows(owned) or pending
+        pending = self._check_unwatched(owned) or pending
         self._drop_stale_claims(owned)
         self._settled = None if pending else state
         self.last_duration = time.perf_counter() - started
@@ -290,7 +292,7 @@ class Reconciler:
             running.missing += 1
             if running.missing < 2 or (project.id, project.attempt) in self.watcher.pending_exits:
                 continue
-            code = read_exit_file(self.settings.exit_path(project.id, project.attempt))
+            code = self.watcher.exit_code_of(project)
             try:
                 current = self.store.get(project_id)
             except ProjectNotFound:
@@ -325,6 +327,31 @@ class Reconciler:
                 lingering.append(target)
         if lingering:
             self.cleanups.submit(lingering)
+        return pending
+
+    def _check_unwatched(self, owned: list[SessionInfo]) -> bool:
+        """``processing`` rows of ours that nobody watches and that have no session (set by hand
+        with SQL, say): after a second look, finished with the code the attempt left, queued again
+        if it never started, or lost."""
+        pending = False
+        seen: dict[int, int] = {}
+        for project in self.store.list_projects([ProjectStatus.PROCESSING]):
+            if (project.id in self.watcher.running or not is_ours(project, self.settings)
+                    or self.cleanups.busy_project(project.id) or find_session(project, owned) is not None):
+                continue
+            pending = True
+            seen[project.id] = self._unwatched.get(project.id, 0) + 1
+            if seen[project.id] < 2:
+                continue
+            del seen[project.id]
+            code = self.watcher.exit_code_of(project)
+            if code is not None:
+                self.watcher.finish(project, code)
+            elif not self._ran(project):
+                self._requeue(project, "it was processing without a session (set by hand?)")
+            else:
+                self.watcher.lose(project, "its session is gone and no daemon watched it")
+        self._unwatched = seen
         return pending
 
     def _check_open_rows(self, owned: list[SessionInfo]) -> bool:

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 
 from tmux_orchestrator.cleanup import Cleaner, CleanupQueue, Target, remove_run_files
 from tmux_orchestrator.config import Settings
-from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound
+from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound, TmuxError
 from tmux_orchestrator.home import read_marker
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, outcome_for_exit
 from tmux_orchestrator.retries import requeue_after_failure
 from tmux_orchestrator.store.base import Store
 from tmux_orchestrator.tmux import OrchestratorServer, SessionInfo
-from tmux_orchestrator.wrapper import ExitMessage, parse_fifo_line, parse_marker
+from tmux_orchestrator.wrapper import ExitMessage, exit_option, parse_fifo_line, parse_marker, read_exit_file
 
 if TYPE_CHECKING:
     from tmux_orchestrator.metrics import DaemonMetrics
@@ -184,6 +184,23 @@ class Watcher:
         self.finish(project, message.exit_code,
                     ended_at=datetime.fromtimestamp(received, UTC) if received else None)
         self.metrics.end_detected("exit", received if was_running else None)
+
+    def exit_code_of(self, project: Project) -> int | None:
+        """The exit code ``project``'s current attempt left: in its exit file, or, when no file
+        could hold it (a full disk, a deleted run directory), in the tmux server's memory (the
+        wrapper's fallback, :func:`~tmux_orchestrator.wrapper.exit_option`). None if neither."""
+        code = read_exit_file(self.settings.exit_path(project.id, project.attempt))
+        if code is not None:
+            return code
+        option = exit_option(project.id, project.attempt)
+        try:
+            text = self.server.tmux.run(["show-options", "-sqv", option], check=False).stdout.strip()
+        except TmuxError:
+            return None
+        if not text.lstrip("-").isdigit():
+            return None
+        self.server.tmux.run(["set-option", "-su", option], check=False)
+        return int(text)
 
     # -- ends --------------------------------------------------------------------------------
     def finish(self, project: Project, exit_code: int, *, ended_at: datetime | None = None) -> Project:
@@ -397,19 +414,59 @@ class Watcher:
             )
 
     def check_idle(self, now: float) -> None:
-        """End projects that printed nothing for their ``--idle-timeout``."""
+        """End projects that printed nothing for their ``--idle-timeout``; reopen a pipe log that
+        was deleted (its output would be lost, and its size could not tell activity any more).
+
+        The log's size tells activity cheaply; before a project is ended, tmux's own record of the
+        session's last activity is asked too (one call for all the candidates), so a log that could
+        not grow (a full disk) never ends a project that is busy printing.
+        """
+        candidates: dict[int, Running] = {}
         for project_id, running in list(self.running.items()):
-            if running.idle_timeout is None:
-                continue
+            path = self.settings.log_path(project_id)
             try:
-                size = self.settings.log_path(project_id).stat().st_size
+                size = path.stat().st_size
+            except FileNotFoundError:
+                self._reopen_log(running)
+                running.last_output = now
+                continue
             except OSError:
-                size = 0
+                continue
             if size != running.log_size:
                 running.log_size = size
                 running.last_output = now
-            elif now - running.last_output >= running.idle_timeout:
-                self.end_running(
-                    project_id, ProjectStatus.FAILED, outcome=Outcome.IDLE,
-                    message=f"no output for {running.idle_timeout:g}s", reason="idle timeout",
-                )
+            elif running.idle_timeout is not None and now - running.last_output >= running.idle_timeout:
+                candidates[project_id] = running
+        if not candidates:
+            return
+        try:
+            activity = self.server.activity()
+        except TmuxError:
+            activity = {}
+        wall = time.time()
+        for project_id, running in candidates.items():
+            last = activity.get(running.project.session_id or "")
+            if last is not None and wall - last < (running.idle_timeout or 0):
+                running.last_output = now - (wall - last)
+                continue
+            self.end_running(
+                project_id, ProjectStatus.FAILED, outcome=Outcome.IDLE,
+                message=f"no output for {running.idle_timeout:g}s", reason="idle timeout",
+            )
+
+    def _reopen_log(self, running: Running) -> None:
+        """The project's pipe log is gone (its directory was deleted): pipe the pane to a new one."""
+        project = running.project
+        if not project.session_name:
+            return
+        path = self.settings.log_path(project.id)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.server.repipe(project.session_name, path)
+        except (OSError, TmuxError) as exc:
+            log.warning("project %s: cannot reopen its log %s: %s", project.id, path, exc,
+                        extra={"project_id": project.id, "session_name": project.session_name})
+            return
+        log.warning("project %s: its log %s was deleted; its output goes to a new one from now on",
+                    project.id, path, extra={"project_id": project.id, "session_name": project.session_name})
+        running.log_size = -1

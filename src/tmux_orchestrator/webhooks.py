@@ -20,6 +20,7 @@ delays neither the queue nor any other webhook. Only the standard library is use
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -157,7 +158,20 @@ def request_for(spec: WebhookSpec, event: Event) -> urllib.request.Request:
     }
     if spec.secret:
         headers["X-Tmo-Signature"] = sign(spec.secret, body)
-    return urllib.request.Request(spec.url, data=body, headers=headers, method="POST")
+    # Credentials in the URL (https://user:password@host/...) become a Basic authorization header:
+    # urllib would take them for part of the host name.
+    parts = urllib.parse.urlsplit(spec.url)
+    url = spec.url
+    if parts.username is not None:
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"  # an IPv6 address
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers.setdefault("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    return urllib.request.Request(url, data=body, headers=headers, method="POST")
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tmux_orchestrator.config import Settings
-from tmux_orchestrator.home import read_private, replace_private
+from tmux_orchestrator.home import read_private, replace_private, user_umask
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.redact import without_password
 
@@ -54,17 +55,25 @@ def wrapper_script(settings: Settings, project: Project) -> str:
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if is_env_name(k))
     q = shlex.quote
     started = settings.started_path(project.id, project.attempt)
+    tmux = shutil.which("tmux") or "tmux"
+    option = exit_option(project.id, project.attempt)
     return f"""# tmux-orchestrator wrapper: project {project.id}, attempt {project.attempt}
 trap : INT TERM
 {exports}
-set -C; printf '' > {q(str(started))}; set +C
+umask 077; set -C; printf '' > {q(str(started))}; set +C; umask {user_umask():03o}
 {_command_line(project.command)}
 rc=$?
 umask 077; set -C
-printf '%s\\n' "$rc" > {q(str(exit_path))}
+printf '%s\\n' "$rc" 2>/dev/null > {q(str(exit_path))} || \\
+  {q(tmux)} -S {q(str(settings.socket_path))} set-option -s {option} "$rc" 2>/dev/null
 printf 'exit %s %s %s\\n' {project.id} {project.attempt} "$rc" 1<> {q(str(settings.fifo_path))}
 exit "$rc"
 """
+
+
+def exit_option(project_id: int, attempt: int) -> str:
+    """The tmux server option where a wrapper leaves its exit code when no file can hold it."""
+    return f"@tmo_exit_{project_id}_{attempt}"
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -122,3 +122,21 @@ def test_a_session_lingering_on_a_closed_row_is_cleaned_as_lingering(
     cleaner = Cleaner(orchestrator.store, orchestrator.server, orchestrator.settings, source="api")
     assert len(cleaner.clean([target])) == 1
     assert len(events(orchestrator.store, project.id, "lingering_cleaned")) == 1
+
+
+def test_tmo_cleanup_leaves_a_session_another_cleaner_holds_and_says_so(
+    orchestrator: Orchestrator, tmp_path: Path
+) -> None:
+    project = _running(orchestrator, tmp_path, name="held")
+    orchestrator.store.transition(project.id, S.CANCELLED, source="api")
+    project = orchestrator.get(project.id)
+    target = Target.of_project(project, orchestrator.session_of(project), reason="x")
+    holder = Cleaner(orchestrator.store, orchestrator.server, orchestrator.settings, source="api")
+    orchestrator.store.claim_cleanup([Claim(target.key, target.name, project.id, project.attempt, True)],
+                                     owner=holder.owner, ttl=60, owner_gone=owner_gone)
+    result = subprocess.run([sys.executable, "-m", "tmux_orchestrator", "cleanup"], capture_output=True,
+                            text=True, timeout=60, check=False,
+                            env={**os.environ, "TMO_HOME": str(orchestrator.settings.home)})
+    assert result.returncode == 0, result.stderr
+    assert "left to another cleaner" in result.stdout, result.stdout
+    assert project.session_name in all_sessions(orchestrator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -114,6 +115,27 @@ secret = "s3cret"
     assert headers["X-Tmo-Event-Id"] == str(completed.id)
     expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-Tmo-Signature"], expected)
+
+
+def test_credentials_in_the_url_become_basic_authorization(
+    tmo_settings: Settings, orchestrator: Orchestrator, daemon_factory: Callable[..., DaemonThread],
+    receiver: Callable[..., Receiver], tmp_path: Path,
+) -> None:
+    # Found by an adversarial test: urllib took `user:pw@` for part of the host name.
+    server = receiver()
+    url = server.url.replace("http://", "http://ops:s%40cret@")
+    configure(tmo_settings, f"""
+[[webhooks]]
+name = "authed"
+url = "{url}"
+on = ["completed"]
+""")
+    daemon_factory()
+    orchestrator.enqueue(["true"], name="authed", project_path=tmp_path)
+    retry_until(lambda: server.requests, message="the POST")
+    [(_, headers, _)] = server.requests
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"ops:s@cret").decode()
+    assert events_of(orchestrator, "webhook_failed") == []
 
 
 def test_a_failing_endpoint_is_retried_with_exponential_backoff_until_it_answers(

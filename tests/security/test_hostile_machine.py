@@ -534,3 +534,44 @@ def test_8_a_server_without_this_homes_mark_is_refused_and_left_untouched(
         assert "ok   tmux server" in tmo.ok("doctor")
     finally:
         tmo.ok("daemon", "stop")
+
+
+def test_a_database_path_through_another_users_link_is_refused(
+    attacker: User, shared: Path, tmp_path: Path,
+) -> None:
+    # Found by an adversarial test: the attacker's link in /tmp would point root's tmo at a
+    # database of the attacker's choice (another of root's queues, say).
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    link = shared / "db-dir"
+    result = attacker.run(["ln", "-s", str(mine), str(link)])
+    assert result.returncode == 0, result.stderr
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    tmp_path.chmod(0o700)
+    tmo = Tmo(home)
+    tmo.env["TMO_DATABASE_URL"] = f"sqlite:///{link / 'tmo.db'}"
+    result = tmo("add", "--", "true")
+    assert result.returncode != 0 and "symbolic link owned by" in result.stderr, result.stderr
+    assert not (mine / "tmo.db").exists()
+    # a link of one's own is followed
+    own = tmp_path / "own-link"
+    own.symlink_to(mine)
+    tmo.env["TMO_DATABASE_URL"] = f"sqlite:///{own / 'tmo.db'}"
+    assert tmo("add", "--", "true").returncode == 0
+
+
+def test_a_home_that_is_a_link_of_ones_own_works_for_the_daemon_too(tmp_path: Path) -> None:
+    real = tmp_path / "real-home"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "home-link"
+    link.symlink_to(real)
+    tmo = Tmo(link)
+    control = DaemonControl(tmo)
+    try:
+        project = tmo.add("true")
+        control.start()
+        assert tmo.wait_status(project, "completed", "failed", timeout=30)["status"] == "completed"
+    finally:
+        control.stop_all()
+        tmo.end_server()

@@ -138,6 +138,8 @@ def _batch_item(text: str, defaults: dict[str, Any]) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("a JSON line must be an object")
     unknown = sorted(set(data) - set(_BATCH_KEYS))

@@ -61,17 +61,31 @@ def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> 
     if pattern:
         rows = [r for r in rows if fnmatch.fnmatchcase(r.session.name, pattern)]
     killed: set[str] = set()
+    held: dict[str, str] = {}
     if not dry_run and rows:
         killed = {s.session_id for s in orch.kill_sessions_batch(rows)}
+        # what another cleaner (the daemon, another tmo) is cleaning up is left to it
+        held = {c["session_key"]: c["owner"] for c in orch.store.claims()}
     if as_json:
-        print_json([{**r.to_dict(), "killed": r.session.session_id in killed} for r in rows])
+        print_json([{**r.to_dict(), "killed": r.session.session_id in killed,
+                     "left_to": held.get(r.session.key)} for r in rows])
         return
     if not rows:
         click.echo("nothing to clean up")
         return
+    failed = False
     for r in rows:
-        verb = "would kill" if dry_run else ("killed" if r.session.session_id in killed else "could not kill")
+        if dry_run:
+            verb = "would kill"
+        elif r.session.session_id in killed:
+            verb = "killed"
+        elif r.session.key in held:
+            verb = f"left to another cleaner ({held[r.session.key]}):"
+        else:
+            verb, failed = "could not kill", True
         click.echo(safe_text(f"{verb} {r.session.name} ({r.session.session_id}): {r.reason}"))
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 @cli.command()

@@ -225,25 +225,32 @@ def _outcome(value: Any, raw: dict[str, str]) -> Outcome | None:
 
 
 def row_to_event(row: Any) -> Event:
-    """An events row as an :class:`Event`; a bad timestamp becomes the epoch (see ``at_text``)."""
+    """An events row as an :class:`Event`; never raises: a time that does not parse becomes the
+    epoch, and a value of the wrong type (a BLOB written by hand) is shown as text."""
     try:
-        at = parse_time(row["at"]) if isinstance(row["at"], str) else None
+        at = parse_time(row["at"]) if isinstance(row["at"], str) else row["at"]
     except ValueError:
         at = None
     return Event(
         id=row["id"],
-        at=at or EPOCH,
-        kind=row["kind"],
-        source=row["source"],
-        project_id=row["project_id"],
-        project_name=row["project_name"],
-        old_status=row["old_status"],
-        new_status=row["new_status"],
-        outcome=row["outcome"],
-        exit_code=row["exit_code"],
-        session_name=row["session_name"],
-        message=row["message"],
+        at=at if isinstance(at, datetime) else EPOCH,
+        kind=_event_text(row["kind"]) or "?",
+        source=_event_text(row["source"]) or "?",
+        project_id=row["project_id"] if isinstance(row["project_id"], int) else None,
+        project_name=_event_text(row["project_name"]),
+        old_status=_event_text(row["old_status"]),
+        new_status=_event_text(row["new_status"]),
+        outcome=_event_text(row["outcome"]),
+        exit_code=row["exit_code"] if isinstance(row["exit_code"], int) else None,
+        session_name=_event_text(row["session_name"]),
+        message=_event_text(row["message"]),
     )
+
+
+def _event_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return _shown(value)
 
 
 #: Stands for an event time that does not parse.

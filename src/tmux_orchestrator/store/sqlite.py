@@ -389,7 +389,9 @@ class SqliteStore:
             # claimed, and then failed with a message saying what is wrong.
             row = conn.execute(
                 "SELECT id, name FROM project_queue AS p "
-                "WHERE status = 'queued' AND (not_before IS NULL OR not_before <= :now) "
+                "WHERE status = 'queued' "
+                # a delay a hand edit broke is due at once: claimed, then failed with a message
+                "AND (not_before IS NULL OR not_before <= :now OR julianday(not_before) IS NULL) "
                 "AND (session_name IS NULL OR session_closed_at IS NOT NULL) "
                 f"AND id NOT IN ({skipped}) "
                 "AND (pinned_host IS NULL OR pinned_host = :host) "
@@ -412,7 +414,9 @@ class SqliteStore:
                 "UPDATE project_queue SET status = 'processing', changed_by = 'daemon', "
                 "session_name = ?, session_id = NULL, window_id = NULL, pane_pid = NULL, "
                 "server_instance = NULL, session_closed_at = NULL, started_at = ?, attempt = ?, "
-                "host = ?, runner = ?, not_before = NULL "
+                "host = ?, runner = ?, "
+                # a delay that is not a time stays, for the launcher to fail the row saying so
+                "not_before = CASE WHEN julianday(not_before) IS NULL THEN not_before END "
                 "WHERE id = ? AND status = 'queued'",
                 (session_name_for(row["id"], name, attempt), now, attempt, host, runner, row["id"]),
             )
@@ -434,7 +438,7 @@ class SqliteStore:
         rows = self._read(
             "SELECT min(not_before) FROM project_queue WHERE status = 'queued' AND not_before IS NOT NULL"
         )
-        when = parse_time(rows[0][0]) if rows else None
+        when = parse_time_or_none(rows[0][0]) if rows else None
         if when is None:
             return None
         return (when - datetime.now(UTC)).total_seconds()

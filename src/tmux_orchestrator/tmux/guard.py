@@ -50,6 +50,8 @@ class ServerGuard:
         self.server = server
         #: ``pid.start time`` of the server we last talked to.
         self.known = known
+        #: Repairs made by any look (the launcher looks too) and not recorded as events yet.
+        self._repairs: list[str] = []
 
     @property
     def socket_path(self) -> Path:
@@ -63,10 +65,11 @@ class ServerGuard:
             view = self.server.view()
             if not view.reachable and self._restore_socket():
                 repaired.append("socket_restored")
+                self._repairs.append("socket_restored")
                 view = self.server.view()
         except TmuxError as exc:
             log.warning("tmux did not answer: %s", exc)
-            return Look("unknown")
+            return Look("unknown", repaired=repaired)
         if not view.reachable:
             if self.known is not None and self._known_pid_alive():
                 return Look("unknown", repaired=repaired)  # alive but unreachable: never "dead"
@@ -77,10 +80,16 @@ class ServerGuard:
             try:
                 self.server.restore_keeper()
                 repaired.append("keeper_restored")
+                self._repairs.append("keeper_restored")
                 log.warning("the keeper session of the tmux server was gone; created it again")
             except TmuxError as exc:
                 log.warning("cannot recreate the keeper session: %s", exc)
         return Look("alive", view, repaired)
+
+    def take_repairs(self) -> list[str]:
+        """The repairs made since the last call (to be recorded as events)."""
+        repairs, self._repairs = self._repairs, []
+        return repairs
 
     def _known_pid_alive(self) -> bool:
         pid = _pid_of(self.known)

@@ -449,6 +449,24 @@ class OrchestratorServer:
         """Kill one owned session (exact identity, see :meth:`kill`); False if it was already gone."""
         return bool(self.kill([session]))
 
+    def activity(self) -> dict[str, int]:
+        """``{$id: time of its last output}`` (Unix time, seconds) of every session."""
+        out: dict[str, int] = {}
+        for line in self.tmux.run(["list-sessions", "-F", "#{session_id} #{session_activity}"]).lines:
+            sid, _, when = line.partition(" ")
+            if when.isdigit():
+                out[sid] = int(when)
+        return out
+
+    def repipe(self, name: str, log_path: Path) -> None:
+        """Pipe the session's pane to ``log_path`` again (its log was deleted): the old pipe is
+        closed, a new one opened, in one command list."""
+        if not is_safe_session_name(name):
+            raise TmuxError(f"refusing unsafe session name {name!r}")
+        pipe = f"exec cat >> {shlex.quote(str(prepare_log_file(log_path)))}"
+        self.tmux.run(["pipe-pane", "-t", f"={name}:"], ["pipe-pane", "-t", f"={name}:", "-o",
+                                                         _format_literal(pipe)])
+
     def has(self, session_id: str) -> bool:
         """True while a session ``$id`` exists on the server answering now (one cheap call)."""
         try:
