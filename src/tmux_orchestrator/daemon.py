@@ -22,6 +22,7 @@ restarted daemon adopts them); a second one exits at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 #: instead of every ``db_poll_interval`` (see ``Daemon._timeout``).
 IDLE_AFTER = 1.0
 IDLE_POLL = 0.1
+#: How often a database that notifies of its changes is polled all the same (notifications are a
+#: hint: one lost with a broken connection must not leave a change unseen for long).
+NOTIFIED_POLL = 1.0
 #: Longest pause after a failing step (a full disk, a locked database): 0.1, 0.2, 0.4 ... 5 s.
 MAX_BACKOFF = 5.0
 
@@ -104,6 +108,8 @@ class Daemon:
         self._active_at = time.monotonic()
         #: Monotonic time at which a delayed (retrying) project becomes due.
         self._next_due: float | None = None
+        #: The database's change notification socket, if it has one (:meth:`Store.change_fd`).
+        self._change_fd: int | None = None
         #: The lease was lost and taken again: no claims until reconcile stopped what was taken.
         self._fencing = False
         #: Failing steps: name -> (failures in a row, monotonic time before which it is not retried).
@@ -170,7 +176,9 @@ class Daemon:
             self.store.set_setting(key, value)
         from tmux_orchestrator.dispatch import Dispatcher
 
-        self.dispatcher = Dispatcher(self.settings, self.metrics).start()
+        self.dispatcher = Dispatcher(self.settings, self.metrics)
+        self.dispatcher.active = self.membership.is_dispatcher()  # one host delivers events
+        self.dispatcher.start()
         self.watcher.event_cursor = self.store.last_event_id()
         # Each host has its own boot id (an older database kept one, for its one host).
         current_boot = boot_id()
@@ -284,6 +292,11 @@ class Daemon:
         selector = self._selector = selectors.DefaultSelector()
         selector.register(self._fifo_fd, selectors.EVENT_READ, "fifo")
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        # A database that notifies (PostgreSQL's LISTEN) wakes the loop on a change; one that does
+        # not (SQLite) is polled. The notification is only a hint: the poll stays, slower.
+        self._change_fd = self.store.change_fd()
+        if self._change_fd is not None:
+            selector.register(self._change_fd, selectors.EVENT_READ, "database")
         self._next_reconcile = time.monotonic() + self.settings.reconcile_interval
         self._step("fill slots", self._fill_slots)
         while not self.stopping:
@@ -292,7 +305,7 @@ class Daemon:
                 self._claim_needed = True
                 if key.data == "fifo":
                     self._step("read exits", lambda: self.watcher.read_fifo(self._fifo_fd))
-                else:
+                elif key.data == "wake":
                     try:
                         while os.read(self._wake_r, 4096):
                             pass
@@ -312,7 +325,9 @@ class Daemon:
         # with the CLI or API poke the FIFO and wake it at once; only hand-written SQL made while
         # it is idle waits for the slower poll. Timeouts and retry delays still wake it on time.
         poll = self.settings.db_poll_interval
-        if now - self._active_at >= IDLE_AFTER:
+        if self._change_fd is not None:
+            poll = max(poll, NOTIFIED_POLL)
+        elif now - self._active_at >= IDLE_AFTER:
             poll = max(poll, IDLE_POLL)
         wake = min(now + poll, self._next_reconcile)
         deadline = self.watcher.next_deadline()
@@ -418,6 +433,15 @@ class Daemon:
 
     def _check_database(self) -> None:
         token = self.store.changes_token()
+        fd = self.store.change_fd()
+        if fd != self._change_fd and self._selector is not None:
+            # the notification connection was made again (it broke): watch the new one
+            if self._change_fd is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(self._change_fd)
+            if fd is not None:
+                self._selector.register(fd, selectors.EVENT_READ, "database")
+            self._change_fd = fd
         if token == self._token:
             return
         self._token = token

@@ -107,12 +107,21 @@ class Membership:
         return None
 
     def is_dispatcher(self) -> bool:
-        """True when this host delivers events: the first alive host by name."""
+        """True when this host delivers events. The role stays with the host that has it while that
+        host is alive (the ``dispatcher`` setting); when it is not, the first alive host by name
+        takes it. Two hosts may both deliver for one pass after the holder died: delivery is at
+        least once anyway."""
         try:
             alive = sorted(h.name for h in self.store.hosts() if is_alive(h, self.settings.host_lease))
+            holder = self.store.get_setting("dispatcher")
+            if holder in alive:
+                return holder == self.name
+            if not alive or alive[0] == self.name:
+                self.store.set_setting("dispatcher", self.name)
+                return True
         except OrchestratorError:
             return False
-        return not alive or alive[0] == self.name
+        return False
 
 
 def is_alive(host: Host, lease: float) -> bool:

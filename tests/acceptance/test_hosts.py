@@ -138,3 +138,23 @@ def test_a_host_that_comes_back_fences_itself_before_it_claims(cluster: Cluster)
                and e["kind"] in ("session_killed", "lingering_cleaned")]
     started = [e["id"] for e in events if e["project_id"] == late and e["kind"] == "started"]
     assert len(stopped) == 1 and started and stopped[0] < started[0], (stopped, started)
+
+
+def test_a_hook_runs_once_for_the_queue_not_once_per_host(cluster: Cluster) -> None:
+    a, b = cluster.host("alpha"), cluster.host("beta")
+    out = a.home.parent / f"hook-{a.name}-{b.name}.out"
+    for host in (a, b):
+        (host.home / "config.toml").write_text(
+            '[[hooks]]\nname = "note"\non = ["completed"]\n'
+            f'command = ["sh", "-c", "cat >> {out}; echo >> {out}"]\n')
+        (host.home / "config.toml").chmod(0o600)
+    a.daemon.start()
+    b.daemon.start()
+    ids = [a.tmo.add("true", options=["--name", f"n{n}"]) for n in range(4)]
+    for project in ids:
+        a.tmo.wait_status(project, "completed", timeout=20)
+    retry_until(lambda: out.exists() and out.read_text().count('"kind": "completed"') >= 4, timeout=20,
+                message="the hook to run for each project")
+    time.sleep(5.0)  # a second delivery would show by now
+    assert out.read_text().count('"kind": "completed"') == 4, out.read_text()
+    out.unlink()
