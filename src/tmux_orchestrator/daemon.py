@@ -27,6 +27,7 @@ import logging
 import os
 import selectors
 import signal
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -110,6 +111,7 @@ class Daemon:
         self._next_due: float | None = None
         #: The database's change notification socket, if it has one (:meth:`Store.change_fd`).
         self._change_fd: int | None = None
+        self._fence_lock = threading.Lock()
         #: The lease was lost and taken again: no claims until reconcile stopped what was taken.
         self._fencing = False
         #: Failing steps: name -> (failures in a row, monotonic time before which it is not retried).
@@ -190,6 +192,8 @@ class Daemon:
             self.orch.pause()
             self.paused = True
         self.reconciler.startup(rebooted=rebooted)
+        if self.store.is_shared():
+            threading.Thread(target=self._watch_lease, name="tmo-lease-watch", daemon=True).start()
         self._remember_server()
         self._prune_logs()
         self._event("daemon_started", f"pid {os.getpid()}, concurrency {self.concurrency}, "
@@ -398,7 +402,7 @@ class Daemon:
             return
         except OrchestratorError:
             if self.store.is_shared() and self.membership.silent_too_long() and self.watcher.running:
-                self._fence_offline()
+                self._fence_offline()  # (the watchdog does it too, if this loop hangs in the call)
             raise
         if self.watcher.fenced:
             self.watcher.record_fenced()
@@ -414,10 +418,26 @@ class Daemon:
     def _fence_offline(self) -> None:
         """The shared database has been out of reach for half the lease: the other hosts may soon
         run this host's projects again, so its sessions are stopped now, without the database."""
-        silent = time.monotonic() - self.membership.last_beat
-        log.error("no heartbeat for %.0fs: stopping %s running session(s) before the other hosts may "
-                  "run them again", silent, len(self.watcher.running))
-        self.watcher.fence_all(f"fenced: the database was out of reach for {silent:.0f}s")
+        with self._fence_lock:  # the loop and the watchdog thread may both get here
+            silent = time.monotonic() - self.membership.last_beat
+            unfenced = set(self.watcher.running) - set(self.watcher.fenced)
+            if not unfenced:
+                return
+            log.error("no heartbeat for %.0fs: stopping %s running session(s) before the other hosts "
+                      "may run them again", silent, len(unfenced))
+            self.watcher.fence_all(f"fenced: the database was out of reach for {silent:.0f}s")
+
+    def _watch_lease(self) -> None:
+        """A thread that fences this host when its lease has not been renewed for half the lease,
+        also while the loop hangs in a call to a database that stopped answering (a partition
+        that drops packets leaves a call waiting for minutes)."""
+        while not self.stopping:
+            time.sleep(1.0)
+            if self.membership.silent_too_long() and self.watcher.running:
+                try:
+                    self._fence_offline()
+                except Exception as exc:
+                    log.error("fencing failed: %s", exc, exc_info=exc)
 
     def _expire_hosts(self) -> None:
         for project in self.membership.expire_others():
@@ -468,6 +488,8 @@ class Daemon:
             self._claim_needed = True
         if not self._claim_needed or self.stopping or self.paused:
             return
+        if self.watcher.fenced or (self.store.is_shared() and self.membership.silent_too_long()):
+            return  # nothing new while this host may have been declared dead
         if self._fencing:
             if not (self.reconciler.settled and self.cleanups.idle()):
                 return

@@ -302,13 +302,18 @@ class Watcher:
         requeue_after_failure(self.store, failed, source=self.source)
 
     def fence_all(self, why: str) -> None:
-        """Stop every running project now, without the database (see :mod:`membership`)."""
+        """Stop every running project now, without the database (see :mod:`membership`). Safe to
+        call from another thread while the loop is stuck in a database call: it only reads the
+        running set; the loop records what was stopped (:meth:`record_fenced`)."""
+        running = dict(self.running)  # one atomic copy
         targets = []
-        for project_id, running in list(self.running.items()):
-            targets.append(self.target(running.project, reason=why))
-            self.fenced[project_id] = (running.project, why)
-            self.running.pop(project_id, None)
-        self.cleaner.stop_offline(targets)
+        for project_id, watched in running.items():
+            if project_id in self.fenced:
+                continue
+            targets.append(self.target(watched.project, reason=why))
+            self.fenced[project_id] = (watched.project, why)
+        if targets:
+            self.cleaner.stop_offline(targets)
 
     def record_fenced(self) -> None:
         """The database answers again: record the projects fencing stopped as lost (unless the
@@ -320,8 +325,9 @@ class Watcher:
                 self.fenced.pop(project_id, None)
                 continue
             if current.status == ProjectStatus.PROCESSING and current.attempt == project.attempt:
-                self.running[project_id] = Running(project=current)  # lose() takes it from here
                 self.lose(current, why)
+            else:
+                self.running.pop(project_id, None)
             self.fenced.pop(project_id, None)
 
     def ended_elsewhere(self, project_id: int, why: str) -> bool:
