@@ -112,56 +112,88 @@ class PgConnection:
         try:
             conn = self.connect()
         except StoreError as exc:
-            if not create and "does not exist" in str(exc):
-                raise NoDatabase(f"no database at {self.name} (nothing queued yet; `tmo add` or "
-                                 "`tmo daemon start` creates its schema)") from None
-            raise
+            if "does not exist" not in str(exc):
+                raise
+            if not create:
+                raise NoDatabase(f"no database at {self.name} (the server has no such database)") from None
+            raise StoreError(f"{exc}; create the database first (createdb, or CREATE DATABASE): tmo "
+                             "creates its tables, not the database") from None
         try:
             with conn:
-                version = self._version(conn)
-                conn.commit()
-                if version is None and not create:
-                    raise NoDatabase(f"no tmux-orchestrator schema in database {self.name} (nothing "
-                                     "queued yet; `tmo add` or `tmo daemon start` creates it)")
-                if version is None or version < SCHEMA_VERSION:
-                    version = self._migrate(conn)
-                if version > SCHEMA_VERSION:
-                    raise SchemaTooNew(
-                        f"database {self.name} has schema version {version}, newer than this "
-                        f"tmux-orchestrator supports ({SCHEMA_VERSION}); upgrade tmux-orchestrator"
-                    )
+                # Without a lock first: a schema that is there and current (every open but the
+                # first) needs nothing more. Anything else is decided under the lock.
+                try:
+                    version = self._version(conn)
+                    conn.commit()
+                except pg_errors.UndefinedTable:  # dropped or made by another process meanwhile
+                    conn.rollback()
+                    version = None
+                if version is not None and version > SCHEMA_VERSION:
+                    raise self._too_new(version)
+                if version != SCHEMA_VERSION:
+                    version = self._migrate(conn, create=create)
                 return version
         except psycopg.Error as exc:
             raise self.error(exc) from None
 
-    def _version(self, conn: Conn) -> int | None:
-        """The schema version; None for a database without our schema (another program's tables
-        are refused: a half-written schema is never taken for ours)."""
-        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
-        if found and found[0]:
-            row = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchone()
-            return int(row[0]) if row and row[0] is not None else 0
-        for table in _OUR_TABLES:
-            hit = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-            if hit and hit[0]:
-                raise StoreError(f"database {self.name} has a table {table} but no {VERSION_TABLE}: it "
-                                 "holds tables of another program; point TMO_DATABASE_URL elsewhere")
-        return None
+    def _too_new(self, version: int) -> SchemaTooNew:
+        return SchemaTooNew(f"database {self.name} has schema version {version}, newer than this "
+                            f"tmux-orchestrator supports ({SCHEMA_VERSION}); upgrade tmux-orchestrator")
 
-    def _migrate(self, conn: Conn) -> int:
-        # Several processes may open a new database at once: one migrates, the others wait for its
-        # lock and then find the schema done. DDL is transactional: a failed upgrade leaves nothing.
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MIGRATION_LOCK))
-            version = self._version(conn)
-            if version is None:
-                conn.execute(f"CREATE TABLE {VERSION_TABLE} (version integer NOT NULL)")
-                conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (0)")
-                version = 0
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                conn.execute(MIGRATIONS[number - 1], prepare=False)
-                conn.execute(f"UPDATE {VERSION_TABLE} SET version = %s", (number,))
-                version = number
+    def _version(self, conn: Conn) -> int | None:
+        """The schema version; None when the version table is not there."""
+        if VERSION_TABLE not in self._tables(conn):
+            return None
+        row = conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    @staticmethod
+    def _tables(conn: Conn) -> set[str]:
+        # One query of pg_class, so one snapshot: the tables of a migration another process
+        # commits meanwhile are seen all or none (to_regclass, table by table, goes through a
+        # cache that may still say "no such table" for one and already know another).
+        rows = conn.execute(
+            "SELECT relname FROM pg_catalog.pg_class WHERE relname = ANY(%s) AND relnamespace = "
+            "(SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = current_schema())",
+            ([VERSION_TABLE, *_OUR_TABLES],)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def _migrate(self, conn: Conn, *, create: bool) -> int:
+        # Several processes may open a new database at once: one migrates, the others wait for the
+        # lock and then find the schema done. The lock is the session's, taken *before* the
+        # transaction that reads the version: a transaction begun earlier may keep a stale view of
+        # the catalog (PostgreSQL caches "no such table" until a new transaction or a table lock).
+        # DDL is transactional: a failed upgrade leaves nothing behind.
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, MIGRATION_LOCK))
+        conn.commit()
+        try:
+            with conn.transaction():
+                tables = self._tables(conn)
+                version = self._version(conn) if VERSION_TABLE in tables else None
+                if version is None:
+                    if tables:
+                        raise StoreError(
+                            f"database {self.name} has tables named like tmux-orchestrator's "
+                            f"({', '.join(sorted(tables))}) but no {VERSION_TABLE}: they are another "
+                            "program's; point TMO_DATABASE_URL elsewhere (or at another schema)")
+                    if not create:
+                        raise NoDatabase(
+                            f"no database at {self.name} (no tmux-orchestrator tables in it yet: nothing "
+                            "queued; `tmo add` or `tmo daemon start` creates them)")
+                    conn.execute(f"CREATE TABLE {VERSION_TABLE} (version integer NOT NULL)")
+                    conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (0)")
+                    version = 0
+                if version > SCHEMA_VERSION:
+                    raise self._too_new(version)
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    conn.execute(MIGRATIONS[number - 1], prepare=False)
+                    conn.execute(f"UPDATE {VERSION_TABLE} SET version = %s", (number,))
+                    version = number
+        finally:
+            if not conn.broken:
+                conn.rollback()  # after a failed transaction, so that the unlock can run
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, MIGRATION_LOCK))
+                conn.commit()
         return version
 
     def close(self) -> None:
@@ -240,7 +272,7 @@ class PgConnection:
         text = primary or _one_line(exc)
         if self._password:
             text = text.replace(self._password, "***")
-        return StoreError(redact(f"database {self.name}: {text}"))
+        return StoreError(f"database {self.name}: {redact(text)}")
 
     # -- change notification ---------------------------------------------------------------------
     def change_fd(self) -> int:
