@@ -239,7 +239,12 @@ class PostgresStore:
         from tmux_orchestrator.naming import session_name_for
 
         def claim(conn: Conn) -> Project | None:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (HOST_CLAIM_LOCK_CLASS, host),
+            # No sort: the claim walks project_queue_claim in claim order and stops at the first row
+            # it may take, whatever the planner's statistics say. Right after 10,000 projects were
+            # queued they still say "a few rows" until autovacuum comes by, and a sort of every
+            # queued row made a claim take 12 ms instead of 1 ms.
+            conn.execute("SELECT set_config('enable_sort', 'off', true), "
+                         "pg_advisory_xact_lock(%s, hashtext(%s))", (HOST_CLAIM_LOCK_CLASS, host),
                          prepare=True)
             busy, limit = conn.execute(
                 f"SELECT (SELECT count(*) FROM project_queue WHERE {_BUSY} "
