@@ -4,6 +4,7 @@ COMMIT, which changes wake a daemon, time zones, a missing database, a server th
 from __future__ import annotations
 
 import re
+import select
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from tmux_orchestrator.store import open_store
 from tmux_orchestrator.store.base import Host
 from tmux_orchestrator.store.postgres import PostgresStore
 from tmux_orchestrator.store.postgres_connection import display_url
-from tmux_orchestrator.testing import fresh_postgres_database
+from tmux_orchestrator.testing import fresh_postgres_database, retry_until
 
 
 @pytest.fixture
@@ -201,3 +202,38 @@ def test_the_store_is_shared_by_threads(pg: PostgresBackend) -> None:
         t.join(60)
     assert not errors, errors
     assert store.counts()["queued"] == 160
+
+
+def test_connections_the_server_dropped_are_replaced(pg: PostgresBackend) -> None:
+    """After a restart or a fail-over every pooled connection is dead: the next reads and writes run
+    on new ones (a dead connection fails at BEGIN, before anything ran), and the LISTEN connection
+    is opened again, which counts as a change."""
+    store = pg.open()
+    pid = add(store)
+    token = store.changes_token()
+
+    def drop_every_connection() -> None:
+        pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+    drop_every_connection()
+    assert store.get(pid).id == pid
+    drop_every_connection()
+    store.set_setting("after", "drop")
+    assert store.get_setting("after") == "drop"
+    retry_until(lambda: store.changes_token() > token, message="the LISTEN connection to be opened again")
+    fd = store.change_fd()
+    token = store.changes_token()
+    pg.sql("INSERT INTO settings (key, value) VALUES ('paused', '1')")
+    assert fd is not None and select.select([fd], [], [], 30)[0] == [fd]
+    retry_until(lambda: store.changes_token() > token, message="a notification on the new connection")
+
+
+def test_a_closed_store_says_so(pg: PostgresBackend) -> None:
+    store = PostgresStore(pg.url)
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.get(1)
+    with pytest.raises(StoreError, match="closed"):
+        store.changes_token()

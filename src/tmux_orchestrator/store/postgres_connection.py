@@ -13,6 +13,7 @@ The store's SQL lives in ``postgres.py``; this module gives it three things:
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -48,6 +49,12 @@ CONNECT_TIMEOUT = 10
 PREPARE_THRESHOLD = 5
 #: Attempts of a transaction that PostgreSQL aborted to break a deadlock.
 DEADLOCK_ATTEMPTS = 5
+# The pool reports each dead connection it drops (after a server restart) as a warning on stderr:
+# the store handles those (the transaction runs again on another) and reports what it cannot handle
+# as a StoreError. Left alone when someone configured the logger.
+if logging.getLogger("psycopg.pool").level == logging.NOTSET:
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
 #: Tables whose existence without a version table means another program's tables (or a half schema).
 _OUR_TABLES = ("project_queue", "events", "settings", "cleanup_claims", "hosts")
 
@@ -85,6 +92,7 @@ class PgConnection:
         self._listen_lock = threading.Lock()
         self._listener: Conn | None = None
         self._notifications = 0
+        self._closed = False
 
     # -- opening ---------------------------------------------------------------------------------
     def connect(self, **kwargs: Any) -> Conn:
@@ -198,12 +206,13 @@ class PgConnection:
 
     def close(self) -> None:
         """Close the pool and the LISTEN connection."""
-        if self._pool is not None:
-            self._pool.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         with self._listen_lock:
+            self._closed = True
             if self._listener is not None:
                 self._listener.close()
-                self._listener = None
 
     # -- transactions ----------------------------------------------------------------------------
     def write(self, fn: Callable[[Conn], T], *, source: str | None = None) -> T:
@@ -222,37 +231,42 @@ class PgConnection:
 
     def _run(self, fn: Callable[[Conn], T], *, read_only: bool, source: str | None = None,
              snapshot: bool = False) -> T:
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise StoreError(f"database {self.name}: the store is closed")
-        for attempt in range(DEADLOCK_ATTEMPTS):
+        deadlocks = lost = 0
+        while True:
             try:
-                with self._pool.connection() as conn:
-                    try:
-                        with conn.transaction():
-                            if snapshot:
-                                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                            if source is not None:
-                                conn.execute("SELECT set_config('tmo.source', %s, true)", (source,),
-                                             prepare=True)
-                            return fn(conn)
-                    except psycopg.OperationalError:
-                        # A read on a connection the server dropped while it idled (a restart, a
-                        # fail-over) is safe to run again on a new one; a write is not: it may
-                        # have committed.
-                        if read_only and attempt == 0 and conn.broken:
-                            continue
-                        raise
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                if attempt + 1 == DEADLOCK_ATTEMPTS:
-                    raise StoreError(f"database {self.name}: still deadlocked after "
-                                     f"{DEADLOCK_ATTEMPTS} attempts") from None
-                time.sleep(0.01 * (attempt + 1))
+                conn = pool.getconn()
             except psycopg_pool.PoolTimeout:
                 raise StoreError(f"database {self.name}: no connection within {POOL_TIMEOUT:.0f} s "
                                  f"({self._why_unreachable()})") from None
+            begun = False
+            try:
+                with conn.transaction():
+                    begun = True
+                    if snapshot:
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    if source is not None:
+                        conn.execute("SELECT set_config('tmo.source', %s, true)", (source,), prepare=True)
+                    return fn(conn)
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                deadlocks += 1
+                if deadlocks == DEADLOCK_ATTEMPTS:
+                    raise self.error(exc) from None
+                time.sleep(0.01 * deadlocks)
+            except psycopg.OperationalError as exc:
+                # Pooled connections the server dropped while they idled (a restart, a fail-over,
+                # an administrator) fail at BEGIN, before anything ran: the transaction runs again
+                # on another (the pool drops the dead one). A read may run again also when it
+                # failed later; a write then may have committed, and is not run again.
+                lost += 1
+                if (begun and not (read_only and lost == 1)) or lost > POOL_SIZE + 1:
+                    raise self.error(exc) from None
             except psycopg.Error as exc:
                 raise self.error(exc) from None
-        raise StoreError(f"database {self.name}: the connection was lost twice")
+            finally:
+                pool.putconn(conn)
 
     def _why_unreachable(self) -> str:
         try:
@@ -283,21 +297,23 @@ class PgConnection:
     def changes_token(self) -> int:
         """Take the notifications that arrived (without waiting) and return how many came so far.
 
-        A lost LISTEN connection is opened again, and counts as a change: what was notified
+        A lost LISTEN connection is opened again, and that counts as a change: what was notified
         meanwhile is not known. Its socket then is another one: ask :meth:`change_fd` again.
         """
         with self._listen_lock:
-            listener = self._listening()
-            try:
-                self._notifications += sum(1 for _ in listener.notifies(timeout=0))
-            except psycopg.Error:
-                listener.close()
-                self._listener = None
-                self._listening()
-                self._notifications += 1
+            listener = self._listener
+            if listener is not None and not listener.closed:
+                try:
+                    self._notifications += sum(1 for _ in listener.notifies(timeout=0))
+                    return self._notifications
+                except psycopg.Error:
+                    listener.close()
+            self._listening()
             return self._notifications
 
     def _listening(self) -> Conn:
+        if self._closed:
+            raise StoreError(f"database {self.name}: the store is closed")
         if self._listener is None or self._listener.closed:
             conn = self.connect(autocommit=True)
             try:
@@ -305,6 +321,8 @@ class PgConnection:
             except psycopg.Error as exc:
                 conn.close()
                 raise self.error(exc) from None
+            if self._listener is not None:  # opened again: changes may have been missed meanwhile
+                self._notifications += 1
             self._listener = conn
         return self._listener
 
