@@ -13,7 +13,8 @@ What PostgreSQL does its own way:
   hosts whose clocks differ still agree on who is late.
 - **Events**: ids visible in commit order, and ``NOTIFY tmo`` on changes (``schema_pg.py``).
 
-All SQL of this dialect lives here and in ``schema_pg.py``.
+All SQL of this dialect lives here, in ``schema_pg.py`` (the schema) and in ``postgres_connection.py``
+(transactions, the schema's version and upgrade).
 """
 
 from __future__ import annotations
