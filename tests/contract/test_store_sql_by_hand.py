@@ -176,3 +176,14 @@ def test_a_refused_statement_in_a_transaction_leaves_nothing(store: Store, backe
     assert result.returncode != 0
     assert store.get(a).status == S.QUEUED
     assert store.last_event_id() == before
+
+
+def test_ids_given_by_hand_move_the_next_ids_past_them(store: Store, backend: Backend) -> None:
+    first = add(store)
+    backend.sql(f"INSERT INTO project_queue (id, name, command) "
+                f"VALUES ({first + 100}, 'by-id', '[\"true\"]')")
+    assert add(store) > first + 100
+    last = store.last_event_id()
+    backend.sql(f"INSERT INTO events (id, kind, source) VALUES ({last + 50}, 'probe', 'sql')")
+    store.append_event("after", source="api")
+    assert store.events_after(last + 50)[0].kind == "after"

@@ -113,6 +113,11 @@ def status_event_sql() -> str:
     insert_event = _function("tmo_insert_event", f"""
     INSERT INTO events (kind, project_id, project_name, new_status, source)
     VALUES ('queued', NEW.id, NEW.name, NEW.status, {_SOURCE.format(row="NEW")});
+    -- An id given by hand moves the sequence past it, as SQLite's AUTOINCREMENT does: a later
+    -- `tmo add` must not collide with it.
+    IF NEW.id > (SELECT last_value FROM project_queue_id_seq) THEN
+        PERFORM setval('project_queue_id_seq', NEW.id);
+    END IF;
     IF NEW.changed_by IS NOT NULL THEN
         UPDATE project_queue SET changed_by = NULL WHERE id = NEW.id;
     END IF;
@@ -142,9 +147,12 @@ FOR EACH ROW EXECUTE FUNCTION tmo_delete_event();
 def event_order_sql() -> str:
     """Event ids in commit order: a temporary negative id, the real one at ``COMMIT`` (see above)."""
     return _function("tmo_event_commit_id", f"""
-    IF NEW.id < 0 THEN  -- an id given by hand is kept
-        PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {EVENT_ID_LOCK});
+    PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {EVENT_ID_LOCK});
+    IF NEW.id < 0 THEN
         UPDATE events SET id = nextval('events_id_seq') WHERE id = NEW.id;
+    ELSIF NEW.id > (SELECT last_value FROM events_id_seq) THEN
+        -- an id given by hand is kept, and the sequence moved past it (as AUTOINCREMENT does)
+        PERFORM setval('events_id_seq', NEW.id);
     END IF;
     RETURN NULL;
 """) + """
