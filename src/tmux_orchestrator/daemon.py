@@ -178,9 +178,9 @@ class Daemon:
             self.store.set_setting(key, value)
         from tmux_orchestrator.dispatch import Dispatcher
 
-        self.dispatcher = Dispatcher(self.settings, self.metrics)
-        self.dispatcher.active = self.membership.is_dispatcher()  # one host delivers events
-        self.dispatcher.start()
+        dispatcher = Dispatcher(self.settings, self.metrics)
+        dispatcher.active = self.membership.is_dispatcher()  # one host delivers events
+        self.dispatcher = dispatcher.start()  # kept only once started: stop() joins its threads
         self.watcher.event_cursor = self.store.last_event_id()
         # Each host has its own boot id (an older database kept one, for its one host).
         current_boot = boot_id()

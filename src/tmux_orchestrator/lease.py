@@ -20,6 +20,7 @@ import socket
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import DatabaseInUse
 from tmux_orchestrator.processes import is_same_process, process_start
+from tmux_orchestrator.redact import redact_url
 from tmux_orchestrator.store.base import Host, Store
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ class DaemonLease:
         if holder is not None:
             since = holder.started_at.isoformat(timespec="seconds") if holder.started_at else "?"
             raise DatabaseInUse(
-                f"database {self.settings.database_url} is already run as host {holder.name} by the "
-                f"daemon of home {holder.home} (pid {holder.pid}, since {since}); stop that daemon, "
-                "give this one another TMO_HOST, or give this home a database of its own", holder.pid)
+                f"database {redact_url(self.settings.database_url)} is already run as host "
+                f"{holder.name} by the daemon of home {holder.home} (pid {holder.pid}, since {since}); "
+                "stop that daemon, give this one another TMO_HOST, or give this home a database of its "
+                "own", holder.pid)
 
     def renew(self) -> bool:
         """Heartbeat; False when the lease is no longer ours (this daemon must fence itself)."""

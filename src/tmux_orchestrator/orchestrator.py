@@ -408,8 +408,9 @@ class Orchestrator:
         """
         env = {k: v for k, v in os.environ.items()
                if k not in ("TMO_PROJECT_ID", "TMO_ATTEMPT", "TMO_DONE_FILE", "TMUX", "TMUX_PANE")}
+        env["TMO_DATABASE_URL"] = self.settings.database_url  # in the environment: argv shows in `ps`
         argv = [sys.executable, "-m", "tmux_orchestrator", "--home", str(self.settings.home),
-                "--database-url", self.settings.database_url, "_cleanup", "--reason", reason,
+                "_cleanup", "--reason", reason,
                 *[str(t.project.id) for t in targets if t.project is not None]]
         child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)

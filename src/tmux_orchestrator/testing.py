@@ -1,15 +1,18 @@
-"""pytest fixtures: a private home, tmux server and SQLite database per test.
+"""pytest fixtures: a private home, tmux server and SQLite database per test; a fresh PostgreSQL
+database per test (``postgres_url``).
 
 Registered as a pytest plugin (entry point ``tmux_orchestrator``), so projects that build on
 tmux-orchestrator can use them too. Every tmux server a fixture starts lives on a socket inside the
 test's own temporary directory and is ended by its pid afterwards; the user's default tmux server is
-never contacted.
+never contacted. Every PostgreSQL database a fixture makes is dropped afterwards; a server that does
+not answer fails the test (a skipped test would hide a broken CI).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -17,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -27,6 +31,11 @@ from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.tmux import Tmux
 
 T = TypeVar("T")
+
+#: The variable naming the PostgreSQL server the tests use: a URL of a role that may create
+#: databases, e.g. ``postgresql://postgres@127.0.0.1:5432/postgres`` (the default).
+PG_ADMIN_URL_VARIABLE = "TMO_TEST_PG_URL"
+DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def retry_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
@@ -153,6 +162,49 @@ def daemon_factory(tmo_settings: Settings) -> Iterator[Callable[..., DaemonThrea
     for daemon in started:
         if daemon.thread.is_alive():
             daemon.stop()
+
+
+def pg_admin_url() -> str:
+    """The URL of the test PostgreSQL server (``$TMO_TEST_PG_URL``, else the local default)."""
+    return os.environ.get(PG_ADMIN_URL_VARIABLE) or DEFAULT_PG_ADMIN_URL
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(admin_url: str | None = None) -> Iterator[str]:
+    """A new, empty database ``tmo_test_<hex>`` on the test server; yields its URL, drops it after.
+
+    A server that does not answer fails the test, saying why and how to start one: the PostgreSQL
+    half of a suite must never pass by being skipped.
+    """
+    import psycopg
+
+    from tmux_orchestrator.store.postgres_connection import display_url
+
+    admin_url = admin_url or pg_admin_url()
+    name = f"tmo_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL does not answer at {display_url(admin_url)}: {' '.join(str(exc).split())} "
+                    f"(start it, e.g. `pg_ctlcluster --skip-systemctl-redirect 15 main start`, or point "
+                    f"{PG_ADMIN_URL_VARIABLE} at a server where this role may create databases)",
+                    pytrace=False)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
+            # FORCE: a connection a failed test left open must not keep the database alive.
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped after the test (see
+    :func:`fresh_postgres_database`)."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -126,7 +126,14 @@ class Store(Protocol):
         """The schema version of the open database."""
 
     def changes_token(self) -> int:
-        """A number that changes whenever another connection committed (cheap to poll)."""
+        """A number that changes whenever another connection committed (cheap to poll).
+
+        SQLite: ``PRAGMA data_version`` (any commit by another connection). PostgreSQL: the count of
+        ``NOTIFY tmo`` received so far, taken without waiting; they come on commits of project and
+        event rows, and of the settings and host fields a daemon reads (pause, concurrency; not
+        heartbeats nor the dispatcher's cursors), by any connection, this store's own included.
+        The number only ever grows there.
+        """
 
     def is_shared(self) -> bool:
         """True when several hosts may use this database (PostgreSQL): a host that loses it for
@@ -135,7 +142,12 @@ class Store(Protocol):
     def change_fd(self) -> int | None:
         """A file descriptor that becomes readable when another connection committed a change the
         daemon cares about (PostgreSQL's LISTEN socket), or None when changes must be polled with
-        :meth:`changes_token` (SQLite)."""
+        :meth:`changes_token` (SQLite).
+
+        It stays readable until :meth:`changes_token` takes what waits. After the LISTEN connection
+        was lost and opened again (``changes_token`` moves then) it is another descriptor: ask for
+        it again after each ``changes_token`` rather than keeping it.
+        """
 
     # -- projects ----------------------------------------------------------------------------
     def enqueue(self, new: NewProject, *, source: str) -> Project:

@@ -3,7 +3,11 @@
 A row is read into a :class:`~tmux_orchestrator.project.Project` without ever raising on a bad
 value (a hand edit, another program's write): the value is kept as text in ``Project.raw`` and the
 field gets a neutral value, so one bad row can be shown, and failed with a message saying what is
-wrong, instead of stopping whoever reads it. Every backend stores timestamps as UTC text.
+wrong, instead of stopping whoever reads it.
+
+The same reader serves both backends: SQLite hands over timestamps as UTC text and JSON columns as
+text; PostgreSQL hands over ``timestamptz`` as aware datetimes (JSON it also hands over as text, but
+already parsed lists and dicts are taken too).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
-from tmux_orchestrator.store.base import Event
+from tmux_orchestrator.store.base import Event, Host
 
 T = TypeVar("T")
 
@@ -37,17 +41,17 @@ def to_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """A timestamp column value as an aware UTC datetime."""
+def parse_time(text: str | datetime | None) -> datetime | None:
+    """A timestamp column value (SQLite's text, or PostgreSQL's datetime) as an aware UTC datetime."""
     if not text:
         return None
-    value = datetime.fromisoformat(text)
+    value = text if isinstance(text, datetime) else datetime.fromisoformat(text)
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
-def parse_time_or_none(text: str | None) -> datetime | None:
+def parse_time_or_none(text: str | datetime | None) -> datetime | None:
     """:func:`parse_time`, None for text that does not parse."""
     try:
         return parse_time(text)
@@ -55,7 +59,7 @@ def parse_time_or_none(text: str | None) -> datetime | None:
         return None
 
 
-def iso_time(text: str | None) -> str | None:
+def iso_time(text: str | datetime | None) -> str | None:
     """A timestamp column as ``parse_time(text).isoformat()`` gives it; fast for the usual form.
 
     ``tmo list --json`` converts three timestamps per row: doing it on the text, not through a
@@ -63,6 +67,8 @@ def iso_time(text: str | None) -> str | None:
     """
     if not text:
         return None
+    if isinstance(text, datetime):
+        return (parse_time(text) or text).isoformat()
     if (len(text) == 26 and text[10] == " " and text[19] == "." and text[20:].isdigit()
             and text[20:] != "000000" and text[:4].isdigit()):
         return f"{text[:10]}T{text[11:]}+00:00"
@@ -158,18 +164,25 @@ def _number(value: Any, column: str, raw: dict[str, str], kind: type[T]) -> T | 
 
 def _time(value: Any, column: str, raw: dict[str, str]) -> datetime | None:
     try:
-        return parse_time(value) if isinstance(value, str) or value is None else None
+        return parse_time(value) if isinstance(value, (str, datetime)) or value is None else None
     except ValueError:
         pass
     raw[column] = _shown(value)
     return None
 
 
-def _command(value: Any, raw: dict[str, str]) -> list[str]:
+def _json(value: Any) -> Any:
+    """JSON text parsed; a list or dict a driver already parsed taken as it is; None for anything else."""
+    if isinstance(value, (list, dict)):
+        return value
     try:
-        argv = json.loads(value)
-    except (TypeError, ValueError):
-        argv = None
+        return json.loads(value)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _command(value: Any, raw: dict[str, str]) -> list[str]:
+    argv = _json(value)
     if isinstance(argv, list) and argv and all(isinstance(w, str) and _utf8(w) for w in argv):
         return argv
     raw["command"] = _shown(value)
@@ -179,10 +192,7 @@ def _command(value: Any, raw: dict[str, str]) -> list[str]:
 def _env(value: Any, raw: dict[str, str]) -> dict[str, str]:
     if not value or value == "{}":
         return {}
-    try:
-        env = json.loads(value)
-    except (TypeError, ValueError):
-        env = None
+    env = _json(value)
     if isinstance(env, dict) and all(
         isinstance(k, str) and isinstance(v, str) and _utf8(k) and _utf8(v) for k, v in env.items()
     ):
@@ -204,10 +214,7 @@ def _status(value: Any, raw: dict[str, str]) -> ProjectStatus:
 def _labels(value: Any, raw: dict[str, str]) -> list[str]:
     if not value or value == "[]":
         return []
-    try:
-        labels = json.loads(value) if isinstance(value, str) else value
-    except (TypeError, ValueError):
-        labels = None
+    labels = _json(value)
     if isinstance(labels, list) and all(isinstance(x, str) and _utf8(x) for x in labels):
         return labels
     raw["required_labels"] = _shown(value)
@@ -228,7 +235,7 @@ def row_to_event(row: Any) -> Event:
     """An events row as an :class:`Event`; never raises: a time that does not parse becomes the
     epoch, and a value of the wrong type (a BLOB written by hand) is shown as text."""
     try:
-        at = parse_time(row["at"]) if isinstance(row["at"], str) else row["at"]
+        at = parse_time(row["at"]) if isinstance(row["at"], (str, datetime)) else None
     except ValueError:
         at = None
     return Event(
@@ -251,6 +258,20 @@ def _event_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return _shown(value)
+def row_to_host(row: Any, silent_for: float | None) -> Host:
+    """A ``hosts`` row (by column name) as a :class:`Host`; ``silent_for`` by the database's clock.
+    Labels that are not a JSON list of text read as none, a concurrency that is not a number as 1."""
+    labels = _json(row["labels"] or "[]")
+    concurrency = row["concurrency"]
+    return Host(
+        name=row["name"], runner=row["runner"], home=row["home"], pid=row["pid"], owner=row["owner"],
+        labels=[str(x) for x in labels] if isinstance(labels, list) else [],
+        concurrency=concurrency if isinstance(concurrency, int) else 1,
+        paused=bool(row["paused"]), started_at=parse_time_or_none(row["started_at"]),
+        heartbeat_at=parse_time_or_none(row["heartbeat_at"]),
+        stopped_at=parse_time_or_none(row["stopped_at"]), expired_at=parse_time_or_none(row["expired_at"]),
+        silent_for=silent_for,
+    )
 
 
 #: Stands for an event time that does not parse.

@@ -2,38 +2,35 @@
 
 Migrations are append-only: each entry upgrades the schema by one version, and a database written by
 any earlier release opens by applying the missing ones. The status-change guard and the event triggers
-are generated from :data:`tmux_orchestrator.project.ALLOWED`, so the state machine lives in one place
+are generated from :data:`tmux_orchestrator.project.ALLOWED` (through ``statemachine_sql``, which the
+PostgreSQL schema shares), so the state machine lives in one place
 and hand-written SQL obeys it too.
 """
 
 from __future__ import annotations
 
-from tmux_orchestrator.project import ALLOWED, TERMINAL, ProjectStatus
+from tmux_orchestrator.store.statemachine_sql import (
+    DELETE_REFUSED,
+    EVENT_KIND,
+    EVENT_MESSAGE,
+    GUARD_MESSAGE,
+    STATUSES,
+    allowed_condition,
+    end_fields,
+)
 
 #: SQLite expression for "now" in the format every timestamp column uses (UTC, milliseconds).
 NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
-def _quoted(values: object) -> str:
-    return ", ".join(f"'{v}'" for v in sorted(str(x) for x in values))  # type: ignore[attr-defined]
-
-
 def transition_guard_sql() -> str:
     """A trigger that aborts any status change :data:`ALLOWED` does not list, whoever makes it."""
-    allowed = " OR ".join(
-        f"(OLD.status = '{old.value}' AND NEW.status IN ({_quoted(t.value for t in targets)}))"
-        for old, targets in ALLOWED.items()
-        if targets
-    )
-    table = "; ".join(
-        f"{old.value} -> {'|'.join(sorted(t.value for t in targets))}" for old, targets in ALLOWED.items()
-    )
     return f"""
 CREATE TRIGGER project_queue_status_guard
 BEFORE UPDATE OF status ON project_queue
-WHEN NEW.status IS NOT OLD.status AND NOT ({allowed})
+WHEN NEW.status IS NOT OLD.status AND NOT ({allowed_condition()})
 BEGIN
-    SELECT RAISE(ABORT, 'tmo: status change not allowed (allowed: {table})');
+    SELECT RAISE(ABORT, 'tmo: {GUARD_MESSAGE}');
 END;
 """
 
@@ -45,34 +42,23 @@ def status_event_sql() -> str:
     hand-written change and is recorded with source ``sql``. The trigger clears ``changed_by`` again so
     a later hand-written change does not inherit it.
     """
-    terminal = _quoted(s.value for s in TERMINAL)
+    stamps = ",\n        ".join(f"{column} = {expression}" for column, expression in end_fields(NOW))
     return f"""
 CREATE TRIGGER project_queue_status_event
 AFTER UPDATE OF status ON project_queue
 WHEN NEW.status IS NOT OLD.status
 BEGIN
     UPDATE project_queue SET
-        outcome = CASE
-            WHEN NEW.status IN ({terminal}) THEN coalesce(NEW.outcome, 'manual')
-            WHEN NEW.status = 'queued' THEN NULL
-            ELSE NEW.outcome END,
-        exit_code = CASE WHEN NEW.status = 'queued' THEN NULL ELSE NEW.exit_code END,
-        completed_at = CASE
-            WHEN NEW.status IN ({terminal}) THEN coalesce(NEW.completed_at, {NOW})
-            ELSE NULL END,
-        started_at = CASE WHEN NEW.status = 'queued' THEN NULL ELSE NEW.started_at END,
+        {stamps},
         changed_by = NULL
     WHERE id = NEW.id;
     INSERT INTO events (kind, project_id, project_name, old_status, new_status, outcome,
                         exit_code, source, session_name, message)
     SELECT
-        CASE NEW.status
-            WHEN 'processing' THEN 'started'
-            WHEN 'queued' THEN CASE OLD.status WHEN 'processing' THEN 'requeued' ELSE 'retried' END
-            ELSE NEW.status END,
+        {EVENT_KIND},
         p.id, p.name, OLD.status, NEW.status, p.outcome, p.exit_code,
         coalesce(NEW.changed_by, 'sql'), p.session_name,
-        CASE WHEN NEW.status IN ('failed', 'cancelled') THEN p.error_message END
+        {EVENT_MESSAGE.format(row="p")}
     FROM project_queue AS p WHERE p.id = NEW.id;
 END;
 
@@ -94,12 +80,7 @@ END;
 """
 
 
-_STATUSES = _quoted(s.value for s in ProjectStatus)
-_DELETE_REFUSED = (
-    "tmo: a project whose session is still open cannot be deleted; cancel it first "
-    "(UPDATE project_queue SET status=''cancelled'' WHERE id=...), then delete it once its session "
-    "is closed"
-)
+_DELETE_REFUSED = f"tmo: {DELETE_REFUSED}"
 
 #: Migration N (1-based) brings the schema from version N-1 to N.
 MIGRATIONS: list[str] = [
@@ -107,7 +88,7 @@ MIGRATIONS: list[str] = [
 CREATE TABLE project_queue (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     name              TEXT NOT NULL,
-    status            TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({_STATUSES})),
+    status            TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({STATUSES})),
     priority          INTEGER NOT NULL DEFAULT 0,
     command           TEXT NOT NULL,              -- JSON array: the argv
     env               TEXT NOT NULL DEFAULT '{{}}', -- JSON object

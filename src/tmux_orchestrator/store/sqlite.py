@@ -35,6 +35,7 @@ from tmux_orchestrator.store.rows import (
     parse_time,
     parse_time_or_none,
     row_to_event,
+    row_to_host,
     row_to_project,
     to_text,
 )
@@ -894,17 +895,7 @@ def _insert_values(new: NewProject, now: str, source: str) -> tuple[Any, ...]:
 
 def _row_to_host(row: sqlite3.Row, now: datetime) -> Host:
     beat = parse_time_or_none(row["heartbeat_at"])
-    try:
-        labels = [str(x) for x in json.loads(row["labels"] or "[]")]
-    except (TypeError, ValueError):
-        labels = []
-    return Host(
-        name=row["name"], runner=row["runner"], home=row["home"], pid=row["pid"], owner=row["owner"],
-        labels=labels, concurrency=row["concurrency"] if isinstance(row["concurrency"], int) else 1,
-        paused=bool(row["paused"]), started_at=parse_time_or_none(row["started_at"]), heartbeat_at=beat,
-        stopped_at=parse_time_or_none(row["stopped_at"]), expired_at=parse_time_or_none(row["expired_at"]),
-        silent_for=(now - beat).total_seconds() if beat else None,
-    )
+    return row_to_host(row, (now - beat).total_seconds() if beat else None)
 
 
 def _decode(data: bytes) -> str:
