@@ -415,7 +415,7 @@ class Cleaner:
                     still.append(target)
                 else:
                     target.notes.append("gone")
-                    self._finish(target, events=self._kill_events(target))
+                    self._finish(target, events=self.kill_events(target))
                     done.append(target)
             pending = still
             if not pending or time.monotonic() >= deadline:
@@ -429,7 +429,7 @@ class Cleaner:
             self._unconfirmed(target)
         return done
 
-    def _kill_events(self, target: Target) -> list[EventRow]:
+    def kill_events(self, target: Target) -> list[EventRow]:
         """The events of what this clean-up did to ``target``: nothing unless it killed something."""
         if not (target.signalled or target.killed_session or target.sigkilled):
             return []

@@ -98,8 +98,8 @@ class Watcher:
         #: Exits read from the FIFO and not written to the database yet: (id, attempt) -> (code, when).
         self.pending_exits: dict[tuple[int, int], tuple[int, float]] = {}
         #: Projects stopped while the database was out of reach (fencing), to be recorded lost
-        #: once it answers: id -> (the project as it ran, why).
-        self.fenced: dict[int, tuple[Project, str]] = {}
+        #: once it answers: id -> (the project as it ran, why, what was done to its session).
+        self.fenced: dict[int, tuple[Project, str, Target]] = {}
         self._exits_failures = 0
         self._exits_retry_at = 0.0
         self._fifo_buffer = b""
@@ -310,21 +310,24 @@ class Watcher:
         for project_id, watched in running.items():
             if project_id in self.fenced:
                 continue
-            targets.append(self.target(watched.project, reason=why))
-            self.fenced[project_id] = (watched.project, why)
+            target = self.target(watched.project, reason=why)
+            targets.append(target)
+            self.fenced[project_id] = (watched.project, why, target)
         if targets:
             self.cleaner.stop_offline(targets)
 
     def record_fenced(self) -> None:
         """The database answers again: record the projects fencing stopped as lost (unless the
         other hosts already did), so their retry policy applies."""
-        for project_id, (project, why) in list(self.fenced.items()):
+        for project_id, (project, why, target) in list(self.fenced.items()):
             try:
                 current = self.store.get(project_id)
             except ProjectNotFound:
-                self.fenced.pop(project_id, None)
-                continue
-            if current.status == ProjectStatus.PROCESSING and current.attempt == project.attempt:
+                current = None
+            # the kill that fencing did, now that it can be written down
+            self.store.append_events(self.cleaner.kill_events(target), source=self.source)
+            if (current is not None and current.status == ProjectStatus.PROCESSING
+                    and current.attempt == project.attempt):
                 self.lose(current, why)
             else:
                 self.running.pop(project_id, None)

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from acceptance.hosts import cluster
+from acceptance.hosts import cluster, postgres_cluster
 from acceptance.support import daemon, tmo
 
-__all__ = ["cluster", "daemon", "tmo"]
+__all__ = ["cluster", "daemon", "postgres_cluster", "tmo"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from acceptance.support import DaemonControl, Tmo
+from tmux_orchestrator.testing import fresh_postgres_database
 
 
 class Host:
@@ -49,11 +51,25 @@ class Cluster:
         self.database_url = database_url
         self.hosts: list[Host] = []
 
-    def host(self, name: str, **options: str) -> Host:
-        """A new host on the shared database."""
-        host = Host(name, self.database_url, **options)
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgres``."""
+        return "sqlite" if self.database_url.startswith("sqlite") else "postgres"
+
+    def host(self, name: str, *, database_url: str | None = None, **options: str) -> Host:
+        """A new host on the shared database (reached through ``database_url`` if given: a proxy)."""
+        host = Host(name, database_url or self.database_url, **options)
         self.hosts.append(host)
         return host
+
+    def sql(self, statement: str) -> None:
+        """Hand-written SQL on the shared database, with the database's own command-line client."""
+        if self.backend == "sqlite":
+            argv = ["sqlite3", "-cmd", ".timeout 30000", self.database_url[len("sqlite:///"):], statement]
+        else:
+            argv = ["psql", self.database_url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, f"{argv[0]} failed: {result.stderr}"
 
     def close(self) -> None:
         """End every host."""
@@ -61,14 +77,31 @@ class Cluster:
             host.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Hosts sharing one database: a SQLite file in the test's own directory (several hosts on one
+    machine), or a fresh PostgreSQL database (what several machines share)."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            directory = tmp_path / "db"
+            directory.mkdir(mode=0o700)
+            tmp_path.chmod(0o700)
+            url = f"sqlite:///{directory / 'queue.db'}"
+        else:
+            url = stack.enter_context(fresh_postgres_database())
+        group = Cluster(url)
+        try:
+            yield group
+        finally:
+            group.close()
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """Hosts sharing one SQLite database in the test's own directory."""
-    directory = tmp_path / "db"
-    directory.mkdir(mode=0o700)
-    tmp_path.chmod(0o700)
-    group = Cluster(f"sqlite:///{directory / 'queue.db'}")
-    try:
-        yield group
-    finally:
-        group.close()
+def postgres_cluster() -> Iterator[Cluster]:
+    """Hosts sharing one fresh PostgreSQL database (for what only a networked database has)."""
+    with fresh_postgres_database() as url:
+        group = Cluster(url)
+        try:
+            yield group
+        finally:
+            group.close()

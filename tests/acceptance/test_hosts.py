@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from acceptance.hosts import Cluster, Host
+from acceptance.proxy import CuttableProxy
 from acceptance.support import pid_alive
+from faults.support import Ledger
 from tmux_orchestrator.testing import retry_until
 
 
@@ -70,23 +74,12 @@ def test_cancel_and_sql_from_another_host_reach_the_owning_host(cluster: Cluster
                 message="both projects to run on beta")
     sessions = {p: b.tmo.project(p)["session_name"] for p in (first, second)}
     a.tmo.ok("cancel", str(first))  # from alpha, which runs no daemon and has no such session
-    _sqlite(a.tmo.env["TMO_DATABASE_URL"], f"UPDATE project_queue SET status='completed' WHERE id={second}")
+    cluster.sql(f"UPDATE project_queue SET status='completed' WHERE id={second}")
     for project in (first, second):
         retry_until(lambda p=project: sessions[p] not in b.tmo.tmux_session_names(),  # type: ignore[misc]
                     timeout=20, message="beta to kill the session")
-    kills = [e for e in a.tmo.events() if e["kind"] == "session_killed"]
-    assert sorted(e["project_id"] for e in kills) == [first, second]
-
-
-def _sqlite(url: str, statement: str) -> None:
-    """Hand-written SQL on the shared SQLite database, as a user would."""
-    import sqlite3
-
-    conn = sqlite3.connect(url[len("sqlite:///"):], timeout=30, isolation_level=None)
-    try:
-        conn.execute(statement)
-    finally:
-        conn.close()
+    retry_until(lambda: sorted(e["project_id"] for e in a.tmo.events() if e["kind"] == "session_killed")
+                == [first, second], timeout=10, message="one kill event each, written by beta")
 
 
 def test_a_dead_hosts_projects_are_retried_elsewhere(cluster: Cluster) -> None:
@@ -158,3 +151,32 @@ def test_a_hook_runs_once_for_the_queue_not_once_per_host(cluster: Cluster) -> N
     time.sleep(5.0)  # a second delivery would show by now
     assert out.read_text().count('"kind": "completed"') == 4, out.read_text()
     out.unlink()
+
+
+def test_a_partitioned_host_stops_its_projects_before_they_run_elsewhere(postgres_cluster: Cluster) -> None:
+    # A partition needs a database on the network: PostgreSQL only (SQLite is one machine's file).
+    cluster = postgres_cluster
+    ledger = Ledger(Path(tempfile.mkdtemp(prefix="tmo-ledger-")))
+    parts = urlsplit(cluster.database_url)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    try:
+        netloc = f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"
+        through_proxy = urlunsplit(parts._replace(netloc=netloc))
+        a, b = cluster.host("alpha"), cluster.host("beta", database_url=through_proxy)
+        b.daemon.start("--concurrency", "1")
+        project = b.tmo.add(*ledger.command("sleep:600"), options=["--name", "cut-off", "--max-retries", "1"])
+        retry_until(lambda: _running_on(b, project), timeout=20, message="the project to run on beta")
+        a.daemon.start("--concurrency", "1")
+        proxy.cut()  # beta's daemon lives on, but its database is gone
+        retry_until(lambda: len(ledger.starts()) >= 2, timeout=60, message="the retry to start on alpha")
+        assert a.tmo.project(project)["host"] == "alpha"
+        assert ledger.violations() == [], "the project ran on both hosts at once"
+        proxy.heal()
+        retry_until(lambda: {h["name"]: h for h in a.tmo.json("hosts")}["beta"]["alive"], timeout=60,
+                    message="beta to come back")
+        time.sleep(3.0)
+        assert _running_on(a, project)
+        kinds = [(e["kind"], e["session_name"]) for e in a.tmo.events() if e["project_id"] == project]
+        assert ("session_killed", f"cut-off-{project}") in kinds, kinds
+    finally:
+        proxy.close()
