@@ -179,7 +179,8 @@ class Daemon:
         from tmux_orchestrator.dispatch import Dispatcher
 
         dispatcher = Dispatcher(self.settings, self.metrics)
-        dispatcher.active = self.membership.is_dispatcher()  # one host delivers events
+        self.membership.elect()  # one host delivers events, and only while its lease is fresh
+        dispatcher.entitled = self.membership.may_deliver
         self.dispatcher = dispatcher.start()  # kept only once started: stop() joins its threads
         self.watcher.event_cursor = self.store.last_event_id()
         # Each host has its own boot id (an older database kept one, for its one host).
@@ -445,7 +446,10 @@ class Daemon:
 
     def _elect(self) -> None:
         if self.dispatcher is not None:
-            self.dispatcher.active = self.membership.is_dispatcher()
+            was = self.membership.elected
+            if self.membership.elect() != was:
+                log.info("this host %s delivers events (hooks, webhooks, e-mails)",
+                         "now" if self.membership.elected else "no longer")
 
     def _read_controls(self) -> None:
         """Concurrency and pause of this host, as stored (``tmo pause``, ``--concurrency``)."""

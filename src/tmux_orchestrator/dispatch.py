@@ -26,7 +26,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -156,7 +156,7 @@ class Channel(threading.Thread):
         self.cursor = 0
         #: The event being delivered (for the give-up rule of :meth:`run`).
         self.current: int | None = None
-        #: Whether this host delivered on the last look (see :attr:`Dispatcher.active`).
+        #: Whether this host delivered on the last look (see :attr:`Dispatcher.entitled`).
         self._active = True
         self._saved = -1
         self._saved_at = 0.0
@@ -230,7 +230,7 @@ class Channel(threading.Thread):
         self._save(force=True)
 
     def _catch_up(self) -> None:
-        if not self.dispatcher.active:
+        if not self.dispatcher.entitled():
             self._active = False  # another host delivers: its cursor moves, ours is read again
             return
         if not self._active:
@@ -243,6 +243,9 @@ class Channel(threading.Thread):
             batch = self.store.events_after(self.cursor, limit=BATCH, kinds=self.kinds)
             for event in batch:
                 if self.dispatcher.aborting():
+                    return
+                if not self.dispatcher.entitled():
+                    self._active = False  # stepped down mid-batch: the next dispatcher goes on
                     return
                 if self.wants(event):
                     self.current = event.id
@@ -406,8 +409,9 @@ class Dispatcher:
         self.config = (config or load_delivery(settings.extra)).with_secrets(os.environ)
         self.store: Store = open_store(settings)
         self.stopping = threading.Event()
-        #: Deliver events: the daemon sets it on the one host elected to deliver (``membership``).
-        self.active = True
+        #: Whether this host may deliver now, asked before every event: the daemon makes it
+        #: :meth:`Membership.may_deliver` (one elected host, while its lease is fresh).
+        self.entitled: Callable[[], bool] = lambda: True
         self.start_id = 0
         self._drain_until = 0.0
         self._generation = 0

@@ -13,7 +13,10 @@ database's clock decides, never the host's). On the same passes it:
   stops its running sessions itself, without the database, before the others may run them again;
 * **elects the dispatcher**: hooks, webhooks and e-mails are delivered by one host, the first alive
   host by name, so an event is delivered once by the queue, not once per host (delivery stays at
-  least once: a dispatcher that dies mid-delivery leaves the event to the next).
+  least once: a dispatcher that dies mid-delivery leaves the event to the next). The elected host
+  delivers only while its lease is fresh (:meth:`Membership.may_deliver`, asked before every
+  delivery): cut off from the database, it stops at half the lease, before the others can count it
+  dead and elect another, so two hosts never deliver side by side.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import time
 
 from tmux_orchestrator.config import Settings
-from tmux_orchestrator.errors import DatabaseInUse, OrchestratorError
+from tmux_orchestrator.errors import OrchestratorError
 from tmux_orchestrator.lease import DaemonLease
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.store.base import Host, Store
@@ -39,9 +42,8 @@ class Membership:
         self.lease = DaemonLease(store, settings)
         #: Monotonic time of the last heartbeat the database took.
         self.last_beat = time.monotonic()
-        #: The lease was lost and taken again: reconcile must stop what is no longer ours before
-        #: anything is claimed.
-        self.rejoined = False
+        #: This host won the last election of the dispatcher (:meth:`elect`).
+        self.elected = False
 
     @property
     def name(self) -> str:
@@ -69,14 +71,13 @@ class Membership:
         if self.lease.renew():
             self.last_beat = time.monotonic()
             return True
+        # Declared dead: another host may hold the dispatcher role by now. Step down before the
+        # lease is taken again (which makes it fresh), so no delivery slips in between.
+        self.elected = False
         log.error("host %s lost its lease (the other hosts declared it dead, or another daemon took "
                   "it); taking it again, then stopping whatever was taken from it", self.name)
-        try:
-            self.lease.acquire()
-        except DatabaseInUse:
-            raise
+        self.lease.acquire()
         self.last_beat = time.monotonic()
-        self.rejoined = True
         return False
 
     def silent_too_long(self) -> bool:
@@ -106,22 +107,30 @@ class Membership:
                 return host
         return None
 
-    def is_dispatcher(self) -> bool:
-        """True when this host delivers events. The role stays with the host that has it while that
-        host is alive (the ``dispatcher`` setting); when it is not, the first alive host by name
-        takes it. Two hosts may both deliver for one pass after the holder died: delivery is at
-        least once anyway."""
+    def elect(self) -> bool:
+        """Decide whether this host delivers events, and remember it (:attr:`elected`). The role
+        stays with the host that has it while that host is alive (the ``dispatcher`` setting); when
+        it is not, the first alive host by name takes it. A host that cannot ask steps down."""
         try:
             alive = sorted(h.name for h in self.store.hosts() if is_alive(h, self.settings.host_lease))
             holder = self.store.get_setting("dispatcher")
             if holder in alive:
-                return holder == self.name
-            if not alive or alive[0] == self.name:
+                self.elected = holder == self.name
+            elif not alive or alive[0] == self.name:
                 self.store.set_setting("dispatcher", self.name)
-                return True
+                self.elected = True
+            else:
+                self.elected = False
         except OrchestratorError:
-            return False
-        return False
+            self.elected = False
+        return self.elected
+
+    def may_deliver(self) -> bool:
+        """True while this host is the elected dispatcher and its lease is fresh. The others
+        elect a new dispatcher only once this host was silent for the whole lease; it stops at
+        half of it, so the two never overlap (the event in flight is delivered again by the next
+        dispatcher: at least once)."""
+        return self.elected and not self.silent_too_long()
 
 
 def is_alive(host: Host, lease: float) -> bool:

@@ -180,3 +180,50 @@ def test_a_partitioned_host_stops_its_projects_before_they_run_elsewhere(postgre
         assert ("session_killed", f"cut-off-{project}") in kinds, kinds
     finally:
         proxy.close()
+
+
+def test_a_partitioned_dispatcher_steps_down_and_delivers_nothing_twice(postgres_cluster: Cluster) -> None:
+    # beta delivers the hooks; it is cut off, alpha takes the role over and delivers what ends
+    # meanwhile; when beta comes back it must not deliver those again (it did: its channel went on
+    # from its own stale cursor until its next election).
+    cluster = postgres_cluster
+    parts = urlsplit(cluster.database_url)
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    try:
+        netloc = f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"
+        through_proxy = urlunsplit(parts._replace(netloc=netloc))
+        a, b = cluster.host("alpha"), cluster.host("beta", database_url=through_proxy)
+        out = a.home.parent / f"hook-{a.name}-{b.name}.out"
+        for host in (a, b):
+            (host.home / "config.toml").write_text(
+                '[[hooks]]\nname = "note"\non = ["completed"]\n'
+                f'command = ["sh", "-c", "echo \\"$TMO_EVENT_PROJECT_ID $TMO_EVENT_ID\\" >> {out}"]\n')
+            (host.home / "config.toml").chmod(0o600)
+        def dispatcher() -> str:
+            return next((h["name"] for h in a.tmo.json("hosts") if h["dispatcher"]), "")
+
+        b.daemon.start()  # the first alive host: beta holds the role from now on
+        retry_until(lambda: dispatcher() == "beta", timeout=20, message="beta to become the dispatcher")
+        a.daemon.start()
+        first = a.tmo.add("true", options=["--name", "before", "--host", "alpha"])
+        a.tmo.wait_status(first, "completed", timeout=20)
+        retry_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 1, timeout=20,
+                    message="beta to run the hook")
+        proxy.cut()
+        ids = [a.tmo.add("true", options=["--name", f"cut{n}", "--host", "alpha"]) for n in range(5)]
+        for project in ids:
+            a.tmo.wait_status(project, "completed", timeout=20)
+        retry_until(lambda: len(out.read_text().splitlines()) >= 6, timeout=60,
+                    message="alpha to take the role over and run the hooks")
+        proxy.heal()
+        retry_until(lambda: {h["name"]: h for h in a.tmo.json("hosts")}["beta"]["alive"], timeout=60,
+                    message="beta to come back")
+        assert dispatcher() == "alpha"
+        later = a.tmo.add("true", options=["--name", "after", "--host", "alpha"])
+        a.tmo.wait_status(later, "completed", timeout=20)
+        time.sleep(8.0)  # a second delivery (beta's stale cursor, two dispatchers) would show by now
+        lines = out.read_text().splitlines()
+        projects = sorted(int(line.split()[0]) for line in lines)
+        assert projects == sorted([first, *ids, later]), lines
+    finally:
+        proxy.close()
