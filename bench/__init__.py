@@ -8,7 +8,9 @@
 * :mod:`bench.sql_kill` - a hand-written ``UPDATE ... status='completed'`` to its session gone;
 * :mod:`bench.peers` - throughput of the same jobs against task-spooler, nq and a raw tmux loop;
 * :mod:`bench.scale` - 10,000 queued projects, 1,000 running at once, cleanup of 500 sessions;
-* :mod:`bench.soak` - the chaos suite for longer: daemon and tmux server kills under load.
+* :mod:`bench.soak` - the chaos suite for longer: daemon and tmux server kills under load;
+* :mod:`bench.hosts` - 1, 2 and 4 hosts on one PostgreSQL queue beside SQLite: hand-off, throughput,
+  cross-host SQL-to-kill (needs PostgreSQL: ``TMO_BENCH_POSTGRES``).
 
 Results go to ``bench/results/<timestamp>-<mode>.json`` and ``latest-<mode>.json`` (with a PNG
 plot when matplotlib is installed: ``pip install -e '.[bench]'``); ``python -m bench report``
@@ -34,6 +36,8 @@ MODES: dict[str, dict[str, Any]] = {
                   "idle_window_s": 8, "reconcile_interval_s": 0.2, "passes": 4, "cleanup": 100,
                   "cleanup_runs": 1},
         "soak": {"projects": 40, "daemon_kills": 3, "server_kills": 1, "timeout_s": 40},
+        "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 10, "projects": 40, "concurrency": 4,
+                  "sql_kill": 10, "sql_kill_idle": 3},
     },
     "full": {
         "handoff": 300,
@@ -45,5 +49,7 @@ MODES: dict[str, dict[str, Any]] = {
                   "idle_window_s": 40, "reconcile_interval_s": 0.2, "passes": 10, "cleanup": 500,
                   "cleanup_runs": 3},
         "soak": {"projects": 600, "daemon_kills": 30, "server_kills": 4, "timeout_s": 400},
+        "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 60, "projects": 200, "concurrency": 4,
+                  "sql_kill": 60, "sql_kill_idle": 12},
     },
 }

@@ -232,17 +232,24 @@ class LogLine:
 class BenchHome:
     """A temporary home with the real daemon (a subprocess) and its own tmux server."""
 
-    def __init__(self, label: str, *, keep: bool = False) -> None:
+    def __init__(self, label: str, *, keep: bool = False, database_url: str | None = None,
+                 host: str | None = None) -> None:
         self.label = label
         self.keep = keep
         self.home = Path(tempfile.mkdtemp(prefix=f"tmo-bench-{label}-"))
         self.marks = self.home / "bench"
         self.marks.mkdir()
-        self.settings: Settings = load_settings(self.home)
+        self.settings: Settings = load_settings(self.home, database_url)
         self.env = {k: v for k, v in os.environ.items() if k not in _DROP_VARS}
         self.env["TMO_HOME"] = str(self.home)
+        if database_url is not None:  # one host of a shared queue (bench.hosts)
+            self.env["TMO_DATABASE_URL"] = database_url
+        if host is not None:
+            self.env["TMO_HOST"] = host
         self.orch = Orchestrator(self.settings, source="api")
-        self.db = sqlite3.connect(str(self.home / "tmo.db"), timeout=30, isolation_level=None)
+        # the raw-SQL reader of the home's own SQLite file (a shared database is read through orch)
+        self.db = sqlite3.connect(str(self.home / "tmo.db") if database_url is None else ":memory:",
+                                  timeout=30, isolation_level=None)
         self.daemon_pid: int | None = None
         self.server_pid: int | None = None
         self.teardown_notes: list[str] = []

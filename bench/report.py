@@ -41,6 +41,12 @@ GOALS: dict[str, dict[str, Any]] = {
         "unit": "ms", "requires": (("list", "rows"), 10000)},
     "claim_at_10k_within_2x_of_100": {"bench": "scale", "path": ("claim_flatness",), "op": "<=",
                                       "limit": 2.0, "unit": "x"},
+    "cross_host_sql_kill_median_under_200ms": {
+        "bench": "hosts", "path": ("summary", "cross_host_sql_kill_ms", "median"), "op": "<",
+        "limit": 200.0, "unit": "ms"},
+    "cross_host_sql_kill_after_idle_median_under_200ms": {
+        "bench": "hosts", "path": ("summary", "cross_host_sql_kill_idle_ms", "median"), "op": "<",
+        "limit": 200.0, "unit": "ms"},
     "cleanup_of_500_sessions_under_2s": {
         "bench": "scale", "path": ("running", "cleanup", "median_s"), "op": "<", "limit": 2.0, "unit": "s",
         "requires": (("running", "cleanup", "sessions"), 500)},
@@ -331,4 +337,28 @@ def _soak(bench: str, result: dict[str, Any]) -> list[str]:
     return lines
 
 
-_RENDERERS = {"peers": _peers, "scale": _scale, "soak": _soak}
+def _hosts(bench: str, result: dict[str, Any]) -> list[str]:
+    lines = [result.get("description", ""), "",
+             "| setup | hand-off median (ms) | p90 | p99 | n | projects/s, concurrency 1 per host "
+             f"| projects/s, concurrency {result.get('config', {}).get('concurrency')} per host |",
+             "|---|---|---|---|---|---|---|"]
+    for key, handoff in result.get("handoff", {}).items():
+        stats = handoff.get("handoff_ms", {})
+        burst = result.get("throughput", {}).get(key, {})
+        lines.append(f"| {key.replace('-', ', ')} host(s) | {_fmt(stats.get('median'))} | "
+                     f"{_fmt(stats.get('p90'))} | {_fmt(stats.get('p99'))} | {_fmt(stats.get('n'))} | "
+                     f"{_fmt(handoff.get('projects_per_second'))} | "
+                     f"{_fmt(burst.get('projects_per_second'))} |")
+    kill = result.get("sql_kill", {})
+    lines += ["", "| cross-host SQL-to-kill (ms) | n | median | p90 | p99 | max |",
+              "|---|---|---|---|---|---|"]
+    for label, key in (("UPDATE from another client -> session gone on beta", "commit_to_gone_ms"),
+                       ("same, after 1.5-3 s idle", "commit_to_gone_idle_ms")):
+        stats = kill.get(key, {})
+        if stats.get("n"):
+            lines.append(f"| {label} | {_fmt(stats['n'])} | {_fmt(stats['median'])} | {_fmt(stats['p90'])} "
+                         f"| {_fmt(stats['p99'])} | {_fmt(stats['max'])} |")
+    return [*lines, ""]
+
+
+_RENDERERS = {"peers": _peers, "scale": _scale, "soak": _soak, "hosts": _hosts}
