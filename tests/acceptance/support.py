@@ -126,8 +126,10 @@ def run_sql(home: Path, statement: str) -> None:
     path = home / "tmo.db"
     sqlite_cli = shutil.which("sqlite3")
     if sqlite_cli:
-        result = subprocess.run([sqlite_cli, str(path), statement], capture_output=True, text=True,
-                                timeout=30, check=False)
+        # As the README tells users: without .timeout the CLI fails at once with "database is
+        # locked" whenever the daemon is writing.
+        result = subprocess.run([sqlite_cli, "-cmd", ".timeout 10000", str(path), statement],
+                                capture_output=True, text=True, timeout=30, check=False)
         assert result.returncode == 0, f"sqlite3 failed: {result.stderr}"
         return
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
