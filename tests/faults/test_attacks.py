@@ -72,8 +72,8 @@ def test_a_running_row_cannot_be_deleted_while_its_session_is_open(tmo: Tmo, dae
     removed = tmo("remove", str(first))
     assert removed.returncode == 1 and "still being stopped" in removed.stderr, removed.stderr
     statement = f"DELETE FROM project_queue WHERE id={first}"
-    deleted = subprocess.run(["sqlite3", "-cmd", ".timeout 10000", str(tmo.home / "tmo.db"), statement], capture_output=True, text=True,
-                             check=False)
+    deleted = subprocess.run(["sqlite3", "-cmd", ".timeout 10000", str(tmo.home / "tmo.db"), statement],
+                             capture_output=True, text=True, check=False)
     assert deleted.returncode != 0 and "cannot be deleted" in deleted.stderr, deleted.stderr
     assert cancelling.wait(30) == 0
     tmo.wait_status(second, "completed", timeout=30)
