@@ -216,8 +216,12 @@ def test_chaos_keeps_every_invariant(tmo_settings: Settings) -> None:
         assert counts["output_saved"] + counts["backup_failed"] <= 1, (session, counts)
         assert counts["session_killed"] + counts["lingering_cleaned"] <= 1, (session, counts)
     ran = {naming.session_name_for(p, projects[p].name, a) for p, a in starts if p in projects}
+    # A session ended in the few milliseconds between its creation and its command's first ledger
+    # line (a hand-written completion picks any running project) did exist: its scrollback was
+    # captured from tmux. A session that never existed has neither.
+    captured = {s for s, c in per_session.items() if c["output_saved"]}
     killed = {s for s, c in per_session.items() if c["session_killed"] or c["lingering_cleaned"]}
-    assert killed <= ran, sorted(killed - ran)[:5]
+    assert killed <= ran | captured, sorted(killed - ran - captured)[:5]
     # Exactly one event per status change: each project's status events form one unbroken chain
     # from its insertion to its current status.
     chains: dict[int, list[tuple[str | None, str | None]]] = {}
