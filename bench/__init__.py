@@ -37,7 +37,7 @@ MODES: dict[str, dict[str, Any]] = {
                   "cleanup_runs": 1},
         "soak": {"projects": 40, "daemon_kills": 3, "server_kills": 1, "timeout_s": 40},
         "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 10, "projects": 40, "concurrency": 4,
-                  "sql_kill": 10, "sql_kill_idle": 3},
+                  "work": 0.2, "sql_kill": 10, "sql_kill_idle": 3},
     },
     "full": {
         "handoff": 300,
@@ -49,7 +49,7 @@ MODES: dict[str, dict[str, Any]] = {
                   "idle_window_s": 40, "reconcile_interval_s": 0.2, "passes": 10, "cleanup": 500,
                   "cleanup_runs": 3},
         "soak": {"projects": 600, "daemon_kills": 30, "server_kills": 4, "timeout_s": 400},
-        "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 60, "projects": 200, "concurrency": 4,
-                  "sql_kill": 60, "sql_kill_idle": 12},
+        "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 40, "projects": 200, "concurrency": 4,
+                  "work": 0.2, "sql_kill": 60, "sql_kill_idle": 12},
     },
 }

@@ -6,11 +6,16 @@ all on one fresh PostgreSQL database (``TMO_BENCH_POSTGRES``, default
 ``postgresql://postgres@127.0.0.1:5432/postgres``, must be allowed to create databases). Every
 setting is the product default (the lease is 30 s, nothing here waits for it).
 
-* **hand-off** (concurrency 1 per host): ``hosts * (handoffs + 1)`` projects queued before the
-  daemons start, each writing ``$EPOCHREALTIME`` first and last (as :mod:`bench.handoff`); a
-  hand-off is the end of one project to the first command of the next project *on the same host*.
-* **throughput** (``concurrency`` per host): ``projects`` short projects queued at once; projects per
-  second from the first start to the last end, over all hosts.
+Every host's daemon is started (and idle) before the projects are queued in one batch, so that all
+hosts compete for the same queue from its first project on.
+
+* **hand-off** (concurrency 1 per host): ``hosts * (handoffs + 1)`` projects that each write
+  ``$EPOCHREALTIME`` first and last (as :mod:`bench.handoff`) around ``sleep`` of ``work``
+  seconds; a hand-off is the end of one project to the first command of the next project *on the
+  same host*. The sleep keeps every host busy, so each host claims its share.
+* **throughput** (``concurrency`` per host): ``projects`` projects of ``work`` seconds queued at
+  once; projects per second from the first start to the last end, over all hosts, beside the ideal
+  ``hosts * concurrency / work``.
 * **cross-host SQL-to-kill**: two hosts; a project pinned to ``beta`` runs ``sleep 600``; from a
   client that is neither host (the bench's own autocommit connection, as ``psql`` would be) it runs
   ``UPDATE project_queue SET status='completed' WHERE id=N``; the figure is the commit to the first
@@ -81,26 +86,27 @@ def _marks(homes: list[BenchHome], project: Project) -> tuple[float | None, floa
     return None, None
 
 
-def _drain(homes: list[BenchHome], total: int, concurrency: int) -> tuple[list[Project], float]:
-    """Start every host's daemon, wait until the queue is empty; the projects and the wall time."""
+def _drain(homes: list[BenchHome], argv: list[str], total: int, concurrency: int,
+           work: float) -> tuple[list[Project], float]:
+    """Start every host's daemon, then queue ``total`` projects in one batch and wait until the
+    queue is empty; the projects and the wall time from the batch."""
     api = homes[0].orch
-    started = time.monotonic()
     for home in homes:
         home.start_daemon(concurrency=concurrency)
+    started = time.monotonic()
+    api.enqueue_many([{"command": argv, "name": "bench", "project_path": str(homes[0].home)}] * total)
     active = [ProjectStatus.QUEUED, ProjectStatus.PROCESSING]
-    wait_until(lambda: not api.list_projects(active), timeout=60 + 1.0 * total, interval=0.1,
+    wait_until(lambda: not api.list_projects(active), timeout=60 + (1.0 + work) * total, interval=0.1,
                what=f"{total} projects to finish")
     wall = time.monotonic() - started
     return api.list_projects(), wall
 
 
-def _handoff(backend: str, hosts: int, handoffs: int, keep: bool) -> dict[str, Any]:
-    argv = project_argv(stamp("start"), stamp("end"), "exit 0")
+def _handoff(backend: str, hosts: int, handoffs: int, work: float, keep: bool) -> dict[str, Any]:
+    argv = project_argv(stamp("start"), f"sleep {work}", stamp("end"), "exit 0")
     with _cluster(backend, hosts, keep) as homes:
         total = hosts * (handoffs + 1)
-        for _ in range(total):
-            homes[0].enqueue(argv, name="handoff")
-        projects, wall = _drain(homes, total, 1)
+        projects, wall = _drain(homes, argv, total, 1, work)
         marks = {p.id: _marks(homes, p) for p in projects}
         cpu = {h.env.get("TMO_HOST", "local"): h.cpu_used() for h in homes}
     bad = [p.id for p in projects if p.status is not ProjectStatus.COMPLETED]
@@ -124,11 +130,11 @@ def _handoff(backend: str, hosts: int, handoffs: int, keep: bool) -> dict[str, A
             "projects_per_second": round(total / span, 1), "cpu_seconds": cpu}
 
 
-def _throughput(backend: str, hosts: int, projects: int, concurrency: int, keep: bool) -> dict[str, Any]:
-    argv = project_argv(stamp("start"), stamp("end"), "exit 0")
+def _throughput(backend: str, hosts: int, projects: int, concurrency: int, work: float,
+                keep: bool) -> dict[str, Any]:
+    argv = project_argv(stamp("start"), f"sleep {work}", stamp("end"), "exit 0")
     with _cluster(backend, hosts, keep) as homes:
-        homes[0].orch.enqueue_many([{"command": argv, "name": "burst"}] * projects)
-        ended, wall = _drain(homes, projects, concurrency)
+        ended, wall = _drain(homes, argv, projects, concurrency, work)
         marks = {p.id: _marks(homes, p) for p in ended}
     bad = [p.id for p in ended if p.status is not ProjectStatus.COMPLETED]
     if bad:
@@ -139,8 +145,10 @@ def _throughput(backend: str, hosts: int, projects: int, concurrency: int, keep:
     per_host: dict[str, int] = {}
     for project in ended:
         per_host[project.host or "local"] = per_host.get(project.host or "local", 0) + 1
-    return {"projects_per_second": round(projects / span, 1), "first_start_to_last_end_s": round(span, 2),
-            "wall_seconds_with_daemon_start": round(wall, 2), "projects_per_host": per_host}
+    return {"projects_per_second": round(projects / span, 1),
+            "ideal_projects_per_second": round(hosts * concurrency / work, 1),
+            "first_start_to_last_end_s": round(span, 2), "wall_seconds": round(wall, 2),
+            "projects_per_host": per_host}
 
 
 def _has_session(home: BenchHome, session_id: str) -> bool:
@@ -195,8 +203,9 @@ def run(config: dict[str, Any], *, keep: bool = False, seed: int = 1) -> dict[st
     throughput: dict[str, Any] = {}
     for backend, hosts in setups:
         key = f"{backend}-{hosts}"
-        handoff[key] = _handoff(backend, hosts, config["handoffs_per_host"], keep)
-        throughput[key] = _throughput(backend, hosts, config["projects"], config["concurrency"], keep)
+        handoff[key] = _handoff(backend, hosts, config["handoffs_per_host"], config["work"], keep)
+        throughput[key] = _throughput(backend, hosts, config["projects"], config["concurrency"],
+                                      config["work"], keep)
     kill = _sql_kill(config["sql_kill"], config["sql_kill_idle"], rng, keep)
     summary = {f"handoff_{key}_ms": value["handoff_ms"] for key, value in handoff.items()}
     summary["cross_host_sql_kill_ms"] = kill["commit_to_gone_ms"]

@@ -339,16 +339,17 @@ def _soak(bench: str, result: dict[str, Any]) -> list[str]:
 
 def _hosts(bench: str, result: dict[str, Any]) -> list[str]:
     lines = [result.get("description", ""), "",
-             "| setup | hand-off median (ms) | p90 | p99 | n | projects/s, concurrency 1 per host "
-             f"| projects/s, concurrency {result.get('config', {}).get('concurrency')} per host |",
+             "| setup | hand-off median (ms) | p90 | p99 | n | projects/s at concurrency "
+             f"{result.get('config', {}).get('concurrency')} per host (ideal) | projects per host |",
              "|---|---|---|---|---|---|---|"]
     for key, handoff in result.get("handoff", {}).items():
         stats = handoff.get("handoff_ms", {})
         burst = result.get("throughput", {}).get(key, {})
+        shares = " / ".join(str(n) for n in burst.get("projects_per_host", {}).values())
         lines.append(f"| {key.replace('-', ', ')} host(s) | {_fmt(stats.get('median'))} | "
                      f"{_fmt(stats.get('p90'))} | {_fmt(stats.get('p99'))} | {_fmt(stats.get('n'))} | "
-                     f"{_fmt(handoff.get('projects_per_second'))} | "
-                     f"{_fmt(burst.get('projects_per_second'))} |")
+                     f"{_fmt(burst.get('projects_per_second'))} "
+                     f"({_fmt(burst.get('ideal_projects_per_second'))}) | {shares} |")
     kill = result.get("sql_kill", {})
     lines += ["", "| cross-host SQL-to-kill (ms) | n | median | p90 | p99 | max |",
               "|---|---|---|---|---|---|"]
