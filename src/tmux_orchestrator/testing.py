@@ -27,7 +27,7 @@ import pytest
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.daemon import Daemon
 from tmux_orchestrator.orchestrator import Orchestrator
-from tmux_orchestrator.processes import is_running
+from tmux_orchestrator.processes import is_running, marked_processes
 from tmux_orchestrator.tmux import Tmux
 
 T = TypeVar("T")
@@ -75,6 +75,15 @@ def end_tmux_server(socket_path: Path) -> None:
             socket_path.unlink()
 
 
+def end_marked_processes(home: Path) -> None:
+    """SIGKILL every project process still carrying ``TMO_HOME=home`` (this test's own, fresh home):
+    one that left its process group with ``setsid`` outlives its pane and its server."""
+    for processes in (marked_processes(home) or {}).values():
+        for pid, _ in processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def tmo_home() -> Iterator[Path]:
     """A fresh, short ``TMO_HOME`` (short so the tmux socket fits inside it)."""
@@ -84,6 +93,7 @@ def tmo_home() -> Iterator[Path]:
         yield home
     finally:
         end_tmux_server(settings.socket_path)
+        end_marked_processes(home)
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)

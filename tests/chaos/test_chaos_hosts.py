@@ -30,7 +30,12 @@ from faults.support import Ledger
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import ProjectStatus
-from tmux_orchestrator.testing import end_tmux_server, fresh_postgres_database, retry_until
+from tmux_orchestrator.testing import (
+    end_marked_processes,
+    end_tmux_server,
+    fresh_postgres_database,
+    retry_until,
+)
 from tmux_orchestrator.tmux import OrchestratorServer, Tmux
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -98,6 +103,7 @@ class HostProcess:
     def close(self) -> None:
         self.stop()
         end_tmux_server(self.settings.socket_path)
+        end_marked_processes(self.home)
         shutil.rmtree(self.home, ignore_errors=True)
 
 

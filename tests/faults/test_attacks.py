@@ -101,6 +101,10 @@ def test_a_process_that_left_its_group_is_stopped_too(tmo: Tmo, daemon: DaemonCo
         # the retry runs only once attempt 1 is gone, and never beside it
         retry_until(lambda: _attempt_pids(tmo.home, project, 2), timeout=30, message="attempt 2 to run")
         assert not _attempt_pids(tmo.home, project, 1)
+        # and attempt 2's escaped process goes with its cancel (it would outlive the test's server)
+        tmo.ok("cancel", str(project))
+        retry_until(lambda: not _attempt_pids(tmo.home, project, 2), timeout=30,
+                    message="every process of attempt 2 to be stopped")
 
 
 def test_no_kill_event_for_a_session_killed_from_outside_after_a_takeover(
