@@ -101,7 +101,8 @@ def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
 
 
 def _tail(path: Path, lines: int = 3, *, start: int = 0) -> str:
-    """The last ``lines`` lines written to ``path`` after offset ``start``, joined with `` | ``."""
+    """The last ``lines`` lines written to ``path`` after offset ``start``, joined with `` | ``, without
+    the daemon's own ``tmo: error:`` prefix (the caller's message has one already)."""
     try:
         with os.fdopen(open_private(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
             fh.seek(max(start, os.fstat(fh.fileno()).st_size - 65536))
@@ -109,7 +110,7 @@ def _tail(path: Path, lines: int = 3, *, start: int = 0) -> str:
     except OSError:
         return "no output"
     text = data.decode(errors="replace").strip().splitlines()
-    return " | ".join(text[-lines:]) or "no output"
+    return " | ".join(line.removeprefix("tmo: error: ") for line in text[-lines:]) or "no output"
 
 
 def systemd_unit(settings: Settings, *, user: bool) -> str:
