@@ -24,10 +24,16 @@ _MAX_SOCKET_PATH = 100
 
 
 def default_home() -> Path:
-    """``$TMO_HOME``, else the platform's user state directory for tmux-orchestrator."""
+    """``$TMO_HOME``, else :func:`platform_home`."""
     env = os.environ.get("TMO_HOME")
     if env:
         return Path(env).expanduser()
+    return platform_home()
+
+
+def platform_home() -> Path:
+    """The home when ``TMO_HOME`` is not set: the platform's user state directory for
+    tmux-orchestrator (``~/.local/state/tmux-orchestrator`` on Linux)."""
     return Path(platformdirs.user_state_dir("tmux-orchestrator"))
 
 

@@ -102,9 +102,9 @@ def check_project(
     check_text(name, "the name")
     check_env(env)
     if project_path is not None:
-        check_text(project_path, "the directory (--dir)")
+        check_text(project_path, "the directory")
     if spec_path is not None:
-        check_text(spec_path, "the spec file (--spec)")
+        check_text(spec_path, "the spec file")
 
 
 def _escape(match: re.Match[str]) -> str:

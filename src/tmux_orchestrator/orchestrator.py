@@ -179,19 +179,23 @@ class Orchestrator:
             raise UsageError("the command must be a list of words (argv), e.g. [\"make\", \"test\"]")
         argv = [str(a) for a in command]
         if not argv or not argv[0].strip():
-            raise UsageError("missing command: give it after `--`, e.g. tmo add -- claude -p spec.md")
+            raise UsageError("missing command: give the program and its arguments, e.g. [\"make\", \"test\"]")
         check_project(argv, name=str(name), env={str(k): str(v) for k, v in dict(env or {}).items()},
                       project_path=None if project_path is None else str(project_path),
                       spec_path=None if spec_path is None else str(spec_path))
         directory = Path(project_path).expanduser() if project_path else Path.cwd()
-        check_text(str(directory), "the directory (--dir)")  # the current one may be hostile too
+        check_text(str(directory), "the directory")  # the current one may be hostile too
+        if not directory.exists():
+            raise UsageError(f"directory {directory} does not exist")
         if not directory.is_dir():
-            raise UsageError(f"directory {directory} does not exist; pass an existing --dir")
+            raise UsageError(f"{directory} is not a directory")
         spec: Path | None = None
         if spec_path:
             spec = Path(spec_path).expanduser()
+            if not spec.exists():
+                raise UsageError(f"spec file {spec} does not exist")
             if not spec.is_file():
-                raise UsageError(f"spec file {spec} does not exist; pass an existing --spec")
+                raise UsageError(f"{spec} is not a file")
             spec = spec.resolve()
         for key, text in dict(env or {}).items():
             if not isinstance(key, str) or not is_env_name(key):
@@ -203,7 +207,7 @@ class Orchestrator:
         if isinstance(priority, bool) or not -(2**31) <= int(priority) < 2**31:
             raise UsageError("priority must be between -2147483648 and 2147483647")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise UsageError("--max-retries must be a whole number, 0 or more")
+            raise UsageError("max_retries must be a whole number, 0 or more")
         for label, value in (("timeout", timeout), ("idle timeout", idle_timeout)):
             if value is not None and not value > 0:  # `not >`: NaN is refused too
                 raise UsageError(f"{label} must be positive")

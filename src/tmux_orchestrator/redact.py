@@ -39,6 +39,12 @@ def without_password(url: str) -> str:
     return _URL_PASSWORD.sub(r"\1\2@", url)
 
 
+def display_url(url: str) -> str:
+    """``url`` as it may be shown: no password, neither ``user:pw@`` nor ``?password=``."""
+    shown = without_password(url)
+    return re.sub(r"([?&])password=[^&]*&?", r"\1", shown).rstrip("?&")
+
+
 def redact(text: str) -> str:
     """``text`` with the credentials of every URL and every known secret value replaced by ``***``."""
     if "://" in text:

@@ -1,10 +1,10 @@
-"""Controlling the daemon from outside: start in the background, stop, status, systemd unit."""
+"""Controlling the daemon from outside: start in the background, stop, status (its systemd unit:
+:mod:`tmux_orchestrator.systemd`)."""
 
 from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -101,7 +101,8 @@ def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
 
 
 def _tail(path: Path, lines: int = 3, *, start: int = 0) -> str:
-    """The last ``lines`` lines written to ``path`` after offset ``start``, joined with `` | ``."""
+    """The last ``lines`` lines written to ``path`` after offset ``start``, joined with `` | ``, without
+    the daemon's own ``tmo: error:`` prefix (the caller's message has one already)."""
     try:
         with os.fdopen(open_private(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
             fh.seek(max(start, os.fstat(fh.fileno()).st_size - 65536))
@@ -109,30 +110,4 @@ def _tail(path: Path, lines: int = 3, *, start: int = 0) -> str:
     except OSError:
         return "no output"
     text = data.decode(errors="replace").strip().splitlines()
-    return " | ".join(text[-lines:]) or "no output"
-
-
-def systemd_unit(settings: Settings, *, user: bool) -> str:
-    """A systemd unit running the daemon in the foreground.
-
-    ``KillMode=process`` makes ``systemctl stop`` signal only the daemon: projects keep running in
-    their tmux sessions and the next daemon adopts them.
-    """
-    tmo = shutil.which("tmo") or f"{sys.executable} -m tmux_orchestrator"
-    return f"""[Unit]
-Description=tmux-orchestrator queue daemon ({settings.home})
-After=network.target
-
-[Service]
-Type=simple
-Environment=TMO_HOME={settings.home}
-ExecStart={tmo} daemon run
-KillMode=process
-KillSignal=SIGTERM
-TimeoutStopSec=15
-Restart=on-failure
-RestartSec=5s
-
-[Install]
-WantedBy={'default.target' if user else 'multi-user.target'}
-"""
+    return " | ".join(line.removeprefix("tmo: error: ") for line in text[-lines:]) or "no output"

@@ -188,7 +188,7 @@ def fresh_postgres_database(admin_url: str | None = None) -> Iterator[str]:
     """
     import psycopg
 
-    from tmux_orchestrator.store.postgres_connection import display_url
+    from tmux_orchestrator.redact import display_url
 
     admin_url = admin_url or pg_admin_url()
     name = f"tmo_test_{secrets.token_hex(6)}"

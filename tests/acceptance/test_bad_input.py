@@ -20,15 +20,9 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], exit_code: int)
     assert "Traceback" not in result.stderr, result.stderr
     assert "Traceback" not in result.stdout, result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(("tmo: error:", "Error:"))]
-    assert len(errors) == 1, f"expected one error line on stderr, got:\n{result.stderr}"
-    if errors[0].startswith("tmo: error:"):
-        assert lines == errors, f"a `tmo: error:` must be the only line on stderr:\n{result.stderr}"
-    else:
-        # click's usage errors: the usage block, then the one `Error:` line
-        others = [line for line in lines if line not in errors]
-        assert all(line.startswith(("Usage:", "Try ")) for line in others), result.stderr
-    assert len(errors[0]) > len("Error: ") + 10, f"error line says too little: {errors[0]!r}"
+    errors = [line for line in lines if line.startswith("tmo: error:")]
+    assert len(errors) == 1 and lines == errors, f"expected one `tmo: error:` line:\n{result.stderr}"
+    assert len(errors[0]) > len("tmo: error: ") + 10, f"error line says too little: {errors[0]!r}"
     return errors[0]
 
 

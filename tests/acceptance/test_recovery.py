@@ -225,6 +225,7 @@ def test_systemd_unit_keeps_projects_alive_on_stop(home: Home, tmp_path: Path) -
     assert "Restart=on-failure" in unit and "RestartSec=" in unit
     assert f"TMO_HOME={home.path}" in unit
     result = home.tmo("daemon", "install-systemd", "--user", XDG_CONFIG_HOME=str(tmp_path))
-    written = tmp_path / "systemd" / "user" / "tmux-orchestrator.service"
+    name = f"tmux-orchestrator-{home.path.name}-{load_settings(home.path).home_key}"
+    written = tmp_path / "systemd" / "user" / f"{name}.service"
     assert written.read_text() == unit
-    assert "systemctl --user enable --now tmux-orchestrator" in result.stdout
+    assert f"systemctl --user enable --now {name}" in result.stdout

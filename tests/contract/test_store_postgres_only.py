@@ -15,11 +15,10 @@ from contract_support import PostgresBackend, add, claim, events
 
 from tmux_orchestrator.config import load_settings
 from tmux_orchestrator.errors import NoDatabase, StoreError
-from tmux_orchestrator.redact import redact
+from tmux_orchestrator.redact import display_url, redact
 from tmux_orchestrator.store import open_store
 from tmux_orchestrator.store.base import Host
 from tmux_orchestrator.store.postgres import PostgresStore
-from tmux_orchestrator.store.postgres_connection import display_url
 from tmux_orchestrator.testing import fresh_postgres_database, retry_until
 
 

@@ -66,7 +66,7 @@ def test_enqueue_many_of_nothing_is_nothing(orchestrator: Orchestrator) -> None:
         ({"command": ["true"], "env": {"GOOD": 3}}, "must be a string"),
         ({"command": ["true"], "priority": 2**31}, "priority"),
         ({"command": ["true"], "priority": "high"}, "invalid literal"),
-        ({"command": ["true"], "max_retries": -1}, "max-retries"),
+        ({"command": ["true"], "max_retries": -1}, "max_retries"),
         ({"command": ["true"], "retry_delay": -1}, "retry delay"),
         ({"command": ["true"], "timeout": 0}, "timeout must be positive"),
         ({"command": ["true"], "timeout": float("nan")}, "timeout must be positive"),

@@ -75,7 +75,9 @@ def test_enqueue_default_name_and_directory(orchestrator: Orchestrator, tmp_path
         (["true"], {"env": {"A=B": "x"}}, "environment variable"),
         (["true"], {"env": {"": "x"}}, "environment variable"),
         (["true"], {"env": {"HAS SPACE": "x"}}, "environment variable"),
-        (["true"], {"max_retries": -1}, "max-retries"),
+        (["true"], {"max_retries": -1}, "max_retries"),
+        (["true"], {"project_path": "/tmp/x\ny"}, "the directory contains a control character"),
+        (["true"], {"spec_path": "/tmp/x\ny"}, "the spec file contains a control character"),
         (["true"], {"timeout": 0}, "timeout"),
         (["true"], {"timeout": -5}, "timeout"),
         (["true"], {"idle_timeout": 0}, "idle timeout"),
@@ -84,8 +86,10 @@ def test_enqueue_default_name_and_directory(orchestrator: Orchestrator, tmp_path
 def test_enqueue_validation_errors_change_nothing(
     orchestrator: Orchestrator, args: list[str], kwargs: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=message) as raised:
         orchestrator.enqueue(args, **kwargs)
+    # The API speaks Python: no CLI flag, no `--`, no `tmo add` (the CLI gives its own hints).
+    assert "--" not in str(raised.value) and "tmo " not in str(raised.value), raised.value
     assert orchestrator.list_projects() == []
     assert orchestrator.store.last_event_id() == 0
     assert sum(orchestrator.store.counts().values()) == 0
@@ -94,7 +98,7 @@ def test_enqueue_validation_errors_change_nothing(
 def test_enqueue_rejects_a_file_as_directory(orchestrator: Orchestrator, tmp_path: Path) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=f"^{not_a_dir} is not a directory$"):
         orchestrator.enqueue(["true"], project_path=not_a_dir)
     assert orchestrator.store.last_event_id() == 0
 

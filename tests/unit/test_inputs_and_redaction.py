@@ -48,9 +48,9 @@ def test_env_values_may_hold_newlines_but_not_nul_or_invalid_utf8() -> None:
 
 
 def test_check_project_names_the_field() -> None:
-    with pytest.raises(UsageError, match=r"the spec file \(--spec\) contains"):
+    with pytest.raises(UsageError, match=r"^the spec file contains"):
         check_project(["true"], name="n", env={}, project_path=None, spec_path="s\n.md")
-    with pytest.raises(UsageError, match=r"the directory \(--dir\) contains"):
+    with pytest.raises(UsageError, match=r"^the directory contains"):
         check_project(["true"], name="n", env={}, project_path="/tmp/\x1b", spec_path=None)
 
 

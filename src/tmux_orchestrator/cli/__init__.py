@@ -22,6 +22,10 @@ from tmux_orchestrator.inputs import safe_text
 
 __all__ = ["cli", "main"]
 
+#: What click >= 8.2 raises for a group given no command (`tmo`, `tmo daemon`): it shows the help,
+#: which stays as it is. Click 8.1 prints the help itself (and ``isinstance(x, ())`` is False).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``tmo`` and ``tmux-orchestrator``."""
@@ -32,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("tmo: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        if isinstance(exc, _NO_ARGS_IS_HELP):
+            exc.show()
+        else:
+            click.echo(f"tmo: error: {_one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -50,3 +57,16 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(exc: click.ClickException) -> str:
+    """click's message for ``exc`` as one line, in tmo's words: no usage block, the command named,
+    and where to read its help (click would print the usage, a "Try" line, then the message)."""
+    # With "Did you mean ...?" when click has a suggestion.
+    message = exc.format_message().strip().removesuffix(".")
+    if message[1:2].islower():  # "Missing argument" as tmo writes it; "TMO_..." stays
+        message = message[:1].lower() + message[1:]
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        message = f"{message} (see `{ctx.command_path} --help`)"
+    return safe_text(message)  # a value echoed back may hold control characters

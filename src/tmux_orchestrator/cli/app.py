@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -181,19 +180,13 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 def project_id_from_env(value: int | None, what: str) -> int:
     """``value``, else ``$TMO_PROJECT_ID`` (set inside every project session)."""
-    import os
-
     if value is not None:
         return value
     env = os.environ.get("TMO_PROJECT_ID", "")
-    if env.isdigit():
-        return int(env)
-    raise click.UsageError(
-        f"no project id given and TMO_PROJECT_ID is not set: run `tmo {what} ID`, "
-        "or run it inside a project's session"
-    )
-
-
-def existing_dir(value: str | None) -> Path | None:
-    """``value`` as a path (checked by the API, which gives the error)."""
-    return Path(value) if value else None
+    fix = f"run `tmo {what} ID`, or run it inside a project's session"
+    if not env:
+        raise click.UsageError(f"no project id given and TMO_PROJECT_ID is not set: {fix}")
+    if not (env.isascii() and env.isdigit()):
+        raise click.UsageError(
+            f"no project id given and TMO_PROJECT_ID is {safe_text(env)!r}, not a number: {fix}")
+    return int(env)

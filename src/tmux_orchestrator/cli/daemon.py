@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 
@@ -17,7 +16,6 @@ from tmux_orchestrator.service import (
     daemon_pid,
     start_daemon,
     stop_daemon,
-    systemd_unit,
 )
 from tmux_orchestrator.store.base import Store
 
@@ -116,25 +114,32 @@ def _host_concurrency(store: Store, name: str) -> int:
 
 
 @daemon.command("install-systemd")
-@click.option("--user", is_flag=True, help="Install a user unit (~/.config/systemd/user).")
+@click.option("--user/--system", default=True,
+              help="A user unit in ~/.config/systemd/user (the default, also for root), or a system "
+                   "unit in /etc/systemd/system.")
+@click.option("--force", is_flag=True, help="Replace an existing unit file that differs.")
 @click.option("--print", "print_only", is_flag=True, help="Only print the unit.")
 @pass_context
-def install_systemd(ctx: Context, user: bool, print_only: bool) -> None:
-    """Write a systemd unit that runs the daemon (KillMode=process keeps projects alive)."""
-    unit = systemd_unit(ctx.settings, user=user)
+def install_systemd(ctx: Context, user: bool, force: bool, print_only: bool) -> None:
+    """Write a systemd unit that runs this home's daemon (KillMode=process keeps projects alive).
+
+    One unit per home (the default home's is tmux-orchestrator.service). It carries TMO_HOME, the
+    --database-url / TMO_DATABASE_URL given (never a password: use ~/.pgpass) and your PATH.
+    """
+    from tmux_orchestrator.systemd import install_unit, unit_text
+
+    unit = unit_text(ctx.settings, user=user, database_url=ctx.database_url)
     if print_only:
         click.echo(unit, nl=False)
         return
-    base = (Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "systemd" / "user"
-            if user else Path("/etc/systemd/system"))
-    path = base / "tmux-orchestrator.service"
-    base.mkdir(parents=True, exist_ok=True)
-    path.write_text(unit)
+    path = install_unit(ctx.settings, unit, user=user, force=force)
     flag = " --user" if user else ""
     click.echo(f"wrote {path}\nenable and start it with:\n"
-               f"  systemctl{flag} daemon-reload\n  systemctl{flag} enable --now tmux-orchestrator")
+               f"  systemctl{flag} daemon-reload\n  systemctl{flag} enable --now {path.stem}")
     if user:
         click.echo("  loginctl enable-linger $USER   # keep it running after you log out")
+    if user and os.geteuid() == 0:  # root asked for nothing else: never a system unit unasked
+        click.echo("this is root's user unit; `tmo daemon install-systemd --system` writes a system unit")
 
 
 __all__ = ["DaemonNotRunning", "daemon", "daemon_pid"]

@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -46,6 +47,22 @@ DURATION = Duration()
 STATUS_CHOICE = click.Choice([s.value for s in ProjectStatus])
 
 
+def _checked_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--dir`` / ``--spec`` checked in the CLI's words, naming the flag (the API names neither)."""
+    if value is None:
+        return None
+    flag, directory = param.opts[0], param.name == "directory"
+    kind = "directory" if directory else "file"
+    what = "directory" if directory else "spec file"
+    check_text(value, f"the {what} ({flag})")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise UsageError(f"{what} {value} does not exist; pass an existing {flag}")
+    if path.is_dir() != directory:
+        raise UsageError(f"{value} is not a {kind}; pass a {kind} as {flag}")
+    return value
+
+
 def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     env: dict[str, str] = {}
     for pair in pairs:
@@ -59,8 +76,10 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.option("--name", default="", help="Project name (default: spec file stem or command).")
 @click.option("--priority", "-p", type=PRIORITY, default=0, show_default=True, help="Higher runs first.")
-@click.option("--dir", "directory", help="Working directory (default: the current one).")
-@click.option("--spec", help="Spec file the project works on (exported as TMO_SPEC_FILE).")
+@click.option("--dir", "directory", callback=_checked_path,
+              help="Working directory (default: the current one).")
+@click.option("--spec", callback=_checked_path,
+              help="Spec file the project works on (exported as TMO_SPEC_FILE).")
 @click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Environment variable; repeatable.")
 @click.option("--timeout", type=DURATION, help="Maximum run time, e.g. 2h; then SIGTERM, SIGKILL.")
 @click.option("--idle-timeout", type=DURATION, help="Fail when the project prints nothing this long.")
@@ -102,8 +121,8 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
         }
         _add_from_file(ctx, from_file, defaults, as_json)
         return
-    if not command:
-        raise click.UsageError("Missing argument 'COMMAND...'.", ctx=click.get_current_context())
+    if not command or not command[0].strip():
+        raise UsageError("missing command: give it after `--`, e.g. tmo add -- claude -p spec.md")
     project = ctx.orch.enqueue(
         list(command), name=name, priority=priority, project_path=directory, spec_path=spec,
         env=_parse_env(env_pairs), timeout=timeout, idle_timeout=idle_timeout,

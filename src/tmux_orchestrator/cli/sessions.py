@@ -103,6 +103,7 @@ def attach(ctx: Context, project_id: int, read_only: bool, via_ssh: bool) -> Non
             raise OrchestratorError(
                 f"project {project_id} runs on host {project.host}, not here ({ctx.settings.host}); "
                 f"attach there, or run `tmo attach {project_id} --ssh` ({' '.join(remote)})")
+        _need_terminal(project_id)
         sys.stdout.flush()
         os.execvp(remote[0], remote)
     session = ctx.existing.session_of(project)
@@ -111,11 +112,20 @@ def attach(ctx: Context, project_id: int, read_only: bool, via_ssh: bool) -> Non
             f"project {project_id} has no live session (status {project.status.value}); "
             f"see its output with `tmo logs {project_id}`"
         )
+    _need_terminal(project_id)
     attach_cmd = ["attach-session", *(["-r"] if read_only else []), "-t", session.session_id]
     argv = ctx.existing.tmux.argv([attach_cmd])
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
+
+
+def _need_terminal(project_id: int) -> None:
+    """Refuse to attach without a terminal, in one line (tmux would say "open terminal failed")."""
+    if not sys.stdin.isatty():
+        raise OrchestratorError(
+            f"`tmo attach` needs a terminal and stdin is not one; run it in a terminal, or read "
+            f"project {project_id}'s output with `tmo logs {project_id}`")
 
 
 def scrollback_file(ctx: Context, project: Project) -> Path:

@@ -14,7 +14,6 @@ The store's SQL lives in ``postgres.py``; this module gives it three things:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import TextLoader
 
 from tmux_orchestrator.errors import NoDatabase, SchemaTooNew, StoreError
-from tmux_orchestrator.redact import add_secret, redact, without_password
+from tmux_orchestrator.redact import add_secret, display_url, redact
 from tmux_orchestrator.store.schema_pg import (
     LOCK_CLASS,
     MIGRATION_LOCK,
@@ -57,12 +56,6 @@ if logging.getLogger("psycopg.pool").level == logging.NOTSET:
 
 #: Tables whose existence without a version table means another program's tables (or a half schema).
 _OUR_TABLES = ("project_queue", "events", "settings", "cleanup_claims", "hosts")
-
-
-def display_url(url: str) -> str:
-    """``url`` as it may be shown: no password, neither ``user:pw@`` nor ``?password=``."""
-    shown = without_password(url)
-    return re.sub(r"([?&])password=[^&]*&?", r"\1", shown).rstrip("?&")
 
 
 def _configure(conn: Conn) -> None:
