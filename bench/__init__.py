@@ -10,7 +10,8 @@
 * :mod:`bench.scale` - 10,000 queued projects, 1,000 running at once, cleanup of 500 sessions;
 * :mod:`bench.soak` - the chaos suite for longer: daemon and tmux server kills under load;
 * :mod:`bench.hosts` - 1, 2 and 4 hosts on one PostgreSQL queue beside SQLite: hand-off, throughput,
-  cross-host SQL-to-kill (needs PostgreSQL: ``TMO_BENCH_POSTGRES``).
+  cross-host SQL-to-kill (needs PostgreSQL: ``TMO_BENCH_POSTGRES``);
+* :mod:`bench.cli` - the wall time of one ``tmo`` process per command, beside a bare Python start.
 
 Results go to ``bench/results/<timestamp>-<mode>.json`` and ``latest-<mode>.json`` (with a PNG
 plot when matplotlib is installed: ``pip install -e '.[bench]'``); ``python -m bench report``
@@ -38,6 +39,7 @@ MODES: dict[str, dict[str, Any]] = {
         "soak": {"projects": 40, "daemon_kills": 3, "server_kills": 1, "timeout_s": 40},
         "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 10, "projects": 40, "concurrency": 4,
                   "work": 0.2, "sql_kill": 10, "sql_kill_idle": 3},
+        "cli": {"runs": 10, "small_queue": 20, "rows": 10000, "rows_runs": 3},
     },
     "full": {
         "handoff": 300,
@@ -51,5 +53,6 @@ MODES: dict[str, dict[str, Any]] = {
         "soak": {"projects": 600, "daemon_kills": 30, "server_kills": 4, "timeout_s": 400},
         "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 40, "projects": 200, "concurrency": 4,
                   "work": 0.2, "sql_kill": 60, "sql_kill_idle": 12},
+        "cli": {"runs": 40, "small_queue": 20, "rows": 10000, "rows_runs": 9},
     },
 }

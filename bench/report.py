@@ -47,6 +47,15 @@ GOALS: dict[str, dict[str, Any]] = {
     "cross_host_sql_kill_after_idle_median_under_200ms": {
         "bench": "hosts", "path": ("summary", "cross_host_sql_kill_idle_ms", "median"), "op": "<",
         "limit": 200.0, "unit": "ms"},
+    "cli_add_at_most_4x_a_bare_python_start": {
+        "bench": "cli", "path": ("ratios_to_bare", "add"), "op": "<=", "limit": 4.0, "unit": "x"},
+    "cli_list_at_most_4x_a_bare_python_start": {
+        "bench": "cli", "path": ("ratios_to_bare", "list"), "op": "<=", "limit": 4.0, "unit": "x"},
+    "cli_version_at_most_2x_a_bare_python_start": {
+        "bench": "cli", "path": ("ratios_to_bare", "version"), "op": "<=", "limit": 2.0, "unit": "x"},
+    "cli_list_json_queued_under_300ms_at_10000_rows": {
+        "bench": "cli", "path": ("list_json_queued", "wall_ms", "median"), "op": "<", "limit": 300.0,
+        "unit": "ms", "requires": (("list_json_queued", "rows"), 10000)},
     "cleanup_of_500_sessions_under_2s": {
         "bench": "scale", "path": ("running", "cleanup", "median_s"), "op": "<", "limit": 2.0, "unit": "s",
         "requires": (("running", "cleanup", "sessions"), 500)},
@@ -362,4 +371,24 @@ def _hosts(bench: str, result: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-_RENDERERS = {"peers": _peers, "scale": _scale, "soak": _soak, "hosts": _hosts}
+def _cli(bench: str, result: dict[str, Any]) -> list[str]:
+    summary = result.get("summary", {})
+    ratios = result.get("ratios_to_bare", {})
+    labels = {"bare": "`python -c 'import sqlite3, json'`", "version": "`tmo --version`",
+              "add": "`tmo add -- true` (no daemon)", "list": "`tmo list` (small queue)",
+              "show": "`tmo show 1`", "add_with_hooks": "`tmo add`, config.toml with `[[hooks]]`",
+              "list_with_hooks": "`tmo list`, config.toml with `[[hooks]]`"}
+    lines = [result.get("description", ""), "",
+             "| command | wall median (ms) | p90 | min | x bare |", "|---|---|---|---|---|"]
+    for key, label in labels.items():
+        stats = summary.get(f"{key}_ms", {})
+        if stats.get("n"):
+            lines.append(f"| {label} | {_fmt(stats['median'])} | {_fmt(stats['p90'])} | {_fmt(stats['min'])} "
+                         f"| {_fmt(ratios.get(key, 1.0))} |")
+    big = result.get("list_json_queued", {})
+    lines += ["", f"`tmo list --status queued --json` at {big.get('rows')} queued rows: "
+              f"{_fmt(_dig(big, ('wall_ms', 'median')))} ms median ({big.get('runs')} runs).", ""]
+    return lines
+
+
+_RENDERERS = {"peers": _peers, "scale": _scale, "soak": _soak, "hosts": _hosts, "cli": _cli}
