@@ -10,9 +10,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING, Any
-
+# typing.TYPE_CHECKING without importing typing: `tmo --version` loads only this module.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from tmux_orchestrator.config import Settings, load_settings
     from tmux_orchestrator.errors import OrchestratorError
     from tmux_orchestrator.orchestrator import Orchestrator, TmuxOrchestratorScheduler

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from tmux_orchestrator import __version__
 from tmux_orchestrator.cli.app import COMMAND_MODULES, cli
 
 
@@ -56,3 +57,25 @@ def test_package_names_are_still_importable_from_the_top() -> None:
         pass
     else:
         raise AssertionError("unknown attributes must raise AttributeError")
+
+
+def test_version_is_answered_before_click_or_the_settings_load() -> None:
+    code = (
+        "import sys\n"
+        "from tmux_orchestrator.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "loaded = [m for m in ('click', 'typing', 'tmux_orchestrator.config', 'sqlite3') if m in sys.modules]\n"
+        "print(','.join(loaded), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == f"tmo, version {__version__}\n"
+    assert out.stderr.strip() == "", out.stderr
+
+
+def test_version_after_other_options_goes_through_click() -> None:
+    out = subprocess.run([sys.executable, "-m", "tmux_orchestrator", "--home", "/nonexistent", "--version"],
+                         capture_output=True, text=True, check=False)
+    assert (out.returncode, out.stdout) == (0, f"tmo, version {__version__}\n"), out.stderr
