@@ -67,7 +67,8 @@ def test_version_is_answered_before_click_or_the_settings_load() -> None:
         "    main(['--version'])\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 0, exc.code\n"
-        "loaded = [m for m in ('click', 'typing', 'tmux_orchestrator.config', 'sqlite3') if m in sys.modules]\n"
+        "heavy = ('click', 'typing', 'tmux_orchestrator.config', 'sqlite3')\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
         "print(','.join(loaded), file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
