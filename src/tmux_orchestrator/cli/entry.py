@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-import traceback
 
 import click
 
@@ -50,6 +49,8 @@ def run(argv: list[str] | None = None) -> None:
     except (sqlite3.Error, OSError) as exc:
         click.echo(f"tmo: error: {safe_text(str(exc))}", err=True)
         if os.environ.get("TMO_DEBUG"):
+            import traceback  # only here: it pulls in linecache and tokenize at every start
+
             traceback.print_exc()
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
