@@ -309,9 +309,10 @@ class Daemon:
         return True
 
     def _restart_delivery(self) -> None:
-        """Stop the delivery threads and start them on the new config. Never side by side: each
-        channel goes on from its saved cursor, so nothing is delivered twice or skipped. The
-        metrics server and its counters stay."""
+        """Stop the delivery threads and start them on the new config, never side by side: each
+        channel goes on from its saved cursor, so nothing is skipped, and at most the event in
+        flight is delivered again (at least once, as across a daemon restart). Stopping waits up to
+        the drain time for a running hook. The metrics server and its counters stay."""
         from tmux_orchestrator.dispatch import Dispatcher
 
         new = Dispatcher(self.settings, self.metrics)
