@@ -71,8 +71,15 @@ class Settings:
     #: This host's labels, comma-separated (``TMO_HOST_LABELS=gpu,big``): projects added with
     #: ``--requires`` run only on hosts that have all the labels they name.
     host_labels: str = ""
-    #: Extra raw values from config.toml that no field knows (kept for forward compatibility).
+    #: Variables of the caller's environment that ``tmo add`` does not capture for a project: globs
+    #: such as ``["AWS_*", "*_TOKEN"]`` (``TMO_ENV_EXCLUDE``: comma-separated). ``["*"]`` captures
+    #: none (as ``--no-env`` does). Some are never captured anyway (``environment.NOT_CAPTURED``).
+    env_exclude: tuple[str, ...] = ()
+    #: The delivery tables and keys of config.toml (``[[hooks]]``, ``[[webhooks]]``, ``[smtp]``,
+    #: ``[[emails]]``, ``hook_concurrency``, ``metrics``), read by :mod:`tmux_orchestrator.dispatch`.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A digest of config.toml as read ("" when there is none): tells whether the file changed since.
+    config_digest: str = ""
 
     # -- derived paths -------------------------------------------------------------------------
     @property
@@ -200,23 +207,44 @@ class Settings:
 
 
 _DURATION_FIELDS = {"reconcile_interval", "db_poll_interval", "kill_grace", "host_lease"}
+#: Top-level config.toml keys read by :func:`tmux_orchestrator.dispatch.load_delivery`.
+_DELIVERY_KEYS = {"hooks", "webhooks", "smtp", "emails", "hook_concurrency", "metrics"}
+#: Fields of :class:`Settings` that neither config.toml nor a ``TMO_*`` variable sets.
+_NOT_KEYS = {"home", "extra", "config_digest"}
 
 
-def load_settings(home: Path | str | None = None, database_url: str | None = None) -> Settings:
-    """Build :class:`Settings`; explicit arguments win over ``TMO_*`` variables and config.toml."""
+def config_keys() -> list[str]:
+    """Every top-level key config.toml may hold, sorted."""
+    return sorted({f.name for f in fields(Settings)} - _NOT_KEYS | _DELIVERY_KEYS)
+
+
+def load_settings(home: Path | str | None = None, database_url: str | None = None, *,
+                  read_config: bool = True) -> Settings:
+    """Build :class:`Settings`; explicit arguments win over ``TMO_*`` variables and config.toml.
+
+    Raises :class:`ConfigError` for a config.toml that does not parse, or holds an unknown key or a
+    bad value. ``read_config=False`` leaves the file unread (commands that must work whatever it
+    holds: ``tmo daemon reload``, ``tmo doctor`` reporting it).
+    """
     home_path = Path(home).expanduser() if home else default_home()
     settings = Settings(home=home_path.absolute())
     # The home is checked before config.toml is read: its hooks run commands (docs/security.md).
-    values = _read_config_file(settings.config_path) if settings.check_dirs() else {}
-    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    if read_config and settings.check_dirs():
+        data = _read_config_bytes(settings.config_path)
+        settings.config_digest = digest(data)
+        values = _parse_config(settings.config_path, data)
+    known = {f.name: f for f in fields(Settings) if f.name not in _NOT_KEYS}
     for key, raw in values.items():
-        if key in ("home", "extra") or key not in known:
+        if key in _DELIVERY_KEYS:
             settings.extra[key] = raw
-            continue
-        setattr(settings, key, _coerce(key, raw, known[key].type, settings.config_path))
-    for f in fields(Settings):
+        elif key in known:
+            setattr(settings, key, _coerce(key, raw, known[key].type, settings.config_path))
+        else:
+            raise ConfigError(_unknown_key(key, settings.config_path))
+    for f in known.values():
         env = os.environ.get(f"TMO_{f.name.upper()}")
-        if env is not None and f.name not in ("home", "extra"):
+        if env is not None:
             setattr(settings, f.name, _coerce(f.name, env, f.type, f"TMO_{f.name.upper()}"))
     if database_url:
         settings.database_url = database_url
@@ -240,15 +268,38 @@ def load_settings(home: Path | str | None = None, database_url: str | None = Non
     return settings
 
 
-#: Top-level config.toml keys read by :func:`tmux_orchestrator.dispatch.load_delivery`.
-_DELIVERY_KEYS = {"hooks", "webhooks", "smtp", "emails", "hook_concurrency", "metrics"}
+def _unknown_key(key: str, path: Path) -> str:
+    """The error for an unknown top-level key: the key, a likely meant one, and every known one."""
+    import difflib  # only on this error path
+
+    keys = config_keys()
+    if key == "home":
+        return (f"{path}: 'home' cannot be set in config.toml (the file is in the home); "
+                "set TMO_HOME or pass --home")
+    close = difflib.get_close_matches(key, keys, n=1)
+    meant = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r} in {path}{meant}; known keys: {', '.join(keys)}"
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def digest(data: bytes | None) -> str:
+    """A short digest of config.toml's content; "" for no file."""
+    return "" if data is None else hashlib.sha256(data).hexdigest()[:16]
+
+
+def config_file_digest(settings: Settings) -> str:
+    """The digest of config.toml as it is now (compared with :attr:`Settings.config_digest` of the
+    daemon); raises :class:`ConfigError` when it cannot be read."""
+    return digest(_read_config_bytes(settings.config_path))
+
+
+def _read_config_bytes(path: Path) -> bytes | None:
     try:
-        data = read_config(path)  # refuses a link or a file others own or may write
+        return read_config(path)  # refuses a link or a file others own or may write
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+
+
+def _parse_config(path: Path, data: bytes | None) -> dict[str, Any]:
     if data is None:
         return {}  # no config file; an unusable home is reported by ensure_dirs()
     try:
@@ -257,8 +308,19 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid config file {path}: {exc}; fix or remove it") from exc
 
 
+def _patterns(raw: Any) -> tuple[str, ...]:
+    """``env_exclude``: a TOML list of globs, or (``TMO_ENV_EXCLUDE``) a comma-separated string."""
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list | tuple) or not all(isinstance(p, str) for p in raw):
+        raise ValueError('expected a list of glob patterns, e.g. ["AWS_*", "*_TOKEN"]')
+    return tuple(p.strip() for p in raw if p.strip())
+
+
 def _coerce(name: str, raw: Any, kind: Any, where: object) -> Any:
     try:
+        if name == "env_exclude":
+            return _patterns(raw)
         if name in _DURATION_FIELDS:
             return parse_duration(str(raw))
         if kind in ("bool", bool):

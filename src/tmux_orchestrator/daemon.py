@@ -17,7 +17,8 @@ holds them together: the loop, the locks and the life cycle.
 Nothing that goes wrong with one step or one row stops the loop: the step is logged, retried after
 a backoff, and every other step goes on. Signals only set a flag (``procrastinate``'s and rq's
 rule): the first SIGTERM/SIGINT stops claiming and exits, leaving running sessions alone (a
-restarted daemon adopts them); a second one exits at once.
+restarted daemon adopts them); a second one exits at once. SIGHUP reloads config.toml
+(:mod:`~tmux_orchestrator.reload`); a file that does not load never stops the daemon.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import TYPE_CHECKING
 from tmux_orchestrator import __version__
 from tmux_orchestrator.boot import boot_id
 from tmux_orchestrator.cleanup import Cleaner, CleanupQueue
-from tmux_orchestrator.errors import DatabaseInUse, OrchestratorError, ServerNotRunning
+from tmux_orchestrator.config import load_settings
+from tmux_orchestrator.errors import DatabaseInUse, OrchestratorError, ServerNotRunning, TmuxError
 from tmux_orchestrator.home import open_fifo
 from tmux_orchestrator.launch import LAUNCH_BATCH, Launcher
 from tmux_orchestrator.lock import DaemonLock
@@ -44,6 +46,8 @@ from tmux_orchestrator.membership import Membership
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.reconcile import Reconciler
+from tmux_orchestrator.redact import redact
+from tmux_orchestrator.reload import LoadedConfig, apply, compare
 from tmux_orchestrator.retention import ACTIVE, prune_logs
 from tmux_orchestrator.retries import requeue_after_failure
 from tmux_orchestrator.store.rows import now_text, to_text
@@ -92,6 +96,10 @@ class Daemon:
         self.stopping = False
         self.exit_code = 0
         self._signals = 0
+        #: Set by SIGHUP: the loop reloads config.toml on its next turn.
+        self._reload_wanted = False
+        #: What config the daemon runs with (written to ``daemon.config.json`` once it started).
+        self.loaded: LoadedConfig | None = None
         self._fifo_fd = -1
         self._fifo_inode = -1
         self._selector: selectors.BaseSelector | None = None
@@ -144,6 +152,10 @@ class Daemon:
     # -- life cycle --------------------------------------------------------------------------
     def run(self) -> int:
         """Run until a signal or :meth:`stop`; returns the process exit code."""
+        if self.install_signal_handlers:
+            # Before the lock: once it is held, `tmo daemon reload` may send SIGHUP, whose default
+            # action would end the daemon.
+            signal.signal(signal.SIGHUP, self._on_hup)
         self.lock.acquire()
         try:
             self._start()
@@ -163,7 +175,6 @@ class Daemon:
         if self.install_signal_handlers:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.membership.join(self.requested_concurrency)
         self._read_controls()
         self._open_fifo()
@@ -201,6 +212,8 @@ class Daemon:
                                       f"socket {self.settings.socket_path}")
         self.watcher.event_cursor = self.store.last_event_id()
         self._token = self.store.changes_token()
+        self.loaded = LoadedConfig.started(os.getpid(), self.settings)
+        self._save_loaded()
         log.info("daemon started: pid %s, home %s, concurrency %s, tmux socket %s",
                  os.getpid(), self.settings.home, self.concurrency, self.settings.socket_path)
         if self.ready_fd is not None:
@@ -250,6 +263,74 @@ class Daemon:
             os._exit(1)  # second signal: leave at once (sessions live on; restart adopts them)
         log.info("received %s: stopping (running sessions are left alone)", signal.Signals(signum).name)
         self.stop()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_wanted = True
+        self._wake()
+
+    # -- reloading config.toml ------------------------------------------------------------------
+    def reload_config(self) -> bool:
+        """Read config.toml again and apply it (SIGHUP, ``tmo daemon reload``); see
+        :mod:`tmux_orchestrator.reload`. A file that does not load changes nothing: the daemon goes
+        on with the config it had, and says why. Returns True when the new config was taken."""
+        from tmux_orchestrator.dispatch import load_delivery
+
+        try:
+            new = load_settings(self.settings.home)
+            load_delivery(new.extra).with_secrets(os.environ)  # a secret it needs must be set
+        except OrchestratorError as exc:
+            why = redact(str(exc))
+            log.error("config.toml not reloaded, going on with the config loaded before: %s", why)
+            self._event("config_reload_failed", why)
+            if self.loaded is not None:
+                self.loaded.failed(why)
+            self._save_loaded()
+            return False
+        change = compare(self.settings, new)
+        apply(self.settings, new)
+        summary = change.summary()
+        if change.delivery:
+            try:
+                self._restart_delivery()
+            except (OrchestratorError, OSError) as exc:  # e.g. the database is out of reach
+                log.error("event delivery did not restart: %s; the next reload tries again", exc)
+                summary += f"; event delivery did not restart ({redact(str(exc))})"
+        if {"history_limit", "window_size"} & set(change.applied):
+            try:
+                self.server.set_session_defaults(history_limit=self.settings.history_limit,
+                                                 window_size=self.settings.window_size)
+            except TmuxError as exc:  # no server yet: it starts with the new values
+                log.debug("session defaults not set on the server: %s", exc)
+        log.info("config.toml reloaded: %s", summary)
+        self._event("config_reloaded", summary)
+        if self.loaded is not None:
+            self.loaded.reloaded(self.settings, change)
+        self._save_loaded()
+        return True
+
+    def _restart_delivery(self) -> None:
+        """Stop the delivery threads and start them on the new config, never side by side: each
+        channel goes on from its saved cursor, so nothing is skipped, and at most the event in
+        flight is delivered again (at least once, as across a daemon restart). Stopping waits up to
+        the drain time for a running hook. The metrics server and its counters stay."""
+        from tmux_orchestrator.dispatch import Dispatcher
+
+        new = Dispatcher(self.settings, self.metrics)
+        old, self.dispatcher = self.dispatcher, None
+        metrics_from = None
+        if old is not None:
+            old.stop(keep_metrics=True)
+            metrics_from = old.metrics_cursor
+        new.entitled = self.membership.may_deliver
+        self.dispatcher = new.start(metrics_from=metrics_from)
+
+    def _save_loaded(self) -> None:
+        if self.loaded is None:
+            return
+        try:
+            self.loaded.save(self.settings)
+        except OSError as exc:  # status and doctor cannot tell; the daemon goes on
+            log.warning("cannot write %s: %s", self.settings.home / "daemon.config.json", exc)
 
     def _wake(self) -> None:
         try:
@@ -366,6 +447,9 @@ class Daemon:
 
     def _tick(self) -> None:
         """Everything the loop does on a wake-up; each step is cheap when there is nothing to do."""
+        if self._reload_wanted:
+            self._reload_wanted = False
+            self._step("reload the config", self.reload_config)
         if time.monotonic() - self.membership.last_beat > self.settings.host_lease / 2:
             # Back from a long pause (a suspended machine, a stopped process) or a database out of
             # reach: before anything else, learn whether this host still holds its lease.

@@ -425,15 +425,18 @@ class Dispatcher:
             self.channels += [EmailChannel(self, e, self.config.smtp) for e in self.config.emails]
         self._poller = threading.Thread(target=self._poll, name="tmo-dispatch", daemon=True)
 
-    def start(self) -> Dispatcher:
-        """Serve metrics (if asked), then start the poller and every channel."""
+    def start(self, *, metrics_from: int | None = None) -> Dispatcher:
+        """Serve metrics (if asked), then start the poller and every channel. ``metrics_from``:
+        the event after which to count metrics (a restarted delivery goes on where the last one
+        stopped; default: from now)."""
         tmux = Tmux(self.settings.socket_path, owner_mark=self.settings.owner_tag,
                     private_dir=self.settings.socket_dir_private)
         self.metrics.attach(self.store, OrchestratorServer(tmux, self.settings.owner_tag))
         self.metrics.serve()
         if self.metrics.url:
             self.store.set_setting("daemon.metrics_url", self.metrics.url)
-        self.start_id = self._metrics_cursor = self.store.last_event_id()
+        self.start_id = self.store.last_event_id()
+        self._metrics_cursor = self.start_id if metrics_from is None else metrics_from
         self._poller.start()
         for channel in self.channels:
             channel.start()
@@ -441,9 +444,15 @@ class Dispatcher:
             log.info("delivering events to %s", ", ".join(f"{c.channel} {c.label}" for c in self.channels))
         return self
 
-    def stop(self, drain: float = DRAIN) -> None:
+    @property
+    def metrics_cursor(self) -> int:
+        """The last event counted into the metrics."""
+        return self._metrics_cursor
+
+    def stop(self, drain: float = DRAIN, *, keep_metrics: bool = False) -> None:
         """Deliver what is pending for up to ``drain`` seconds, then stop (running hooks are ended;
-        what was not delivered is delivered by the next daemon)."""
+        what was not delivered is delivered by the next daemon, or the next dispatcher).
+        ``keep_metrics``: the metrics server goes on (a reload starts a new dispatcher)."""
         self._drain_until = time.monotonic() + drain
         self.stopping.set()
         self._bump()
@@ -456,9 +465,10 @@ class Dispatcher:
         for thread in [*self.channels, self._poller]:
             thread.join(2.0)
             alive = alive or thread.is_alive()
-        self.metrics.close()
-        with contextlib.suppress(OrchestratorError):
-            self.store.set_setting("daemon.metrics_url", "")
+        if not keep_metrics:
+            self.metrics.close()
+            with contextlib.suppress(OrchestratorError):
+                self.store.set_setting("daemon.metrics_url", "")
         if not alive:  # a thread stuck in a network call may still use the connection
             self.store.close()
 

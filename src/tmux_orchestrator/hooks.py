@@ -41,12 +41,14 @@ from tmux_orchestrator.durations import parse_duration
 from tmux_orchestrator.environment import base_environment
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.home import user_umask
+from tmux_orchestrator.kinds import DELIVERY_KINDS as _DELIVERY_KINDS
+from tmux_orchestrator.kinds import unknown_kind
 from tmux_orchestrator.redact import without_password
 from tmux_orchestrator.store.base import Event
 
 #: Kinds the dispatcher itself records. Hooks never run on them; a failure to deliver one of them
 #: to a webhook or e-mail is logged but not recorded again, so failures cannot feed on themselves.
-DELIVERY_KINDS = frozenset({"hook_failed", "hook_suppressed", "webhook_failed", "email_failed"})
+DELIVERY_KINDS = frozenset(_DELIVERY_KINDS)
 
 #: ``TMO_EVENT_<NAME>`` variables a hook gets, one per event field.
 EVENT_FIELDS = (
@@ -170,14 +172,19 @@ class Route:
 
     @classmethod
     def read(cls, table: TableReader) -> Route:
-        """The route of a ``[[hooks]]``/``[[webhooks]]``/``[[emails]]`` table."""
-        kinds = table.strings("on", required=True)
+        """The route of a ``[[hooks]]``/``[[webhooks]]``/``[[emails]]`` table; a kind that no event
+        has is an error (a misspelt one would never match)."""
+        on = table.strings("on", required=True)
+        for kind in on:
+            error = None if kind == "*" else unknown_kind(kind, f"on of {table.where}")
+            if error:
+                raise ConfigError(error)
         ids = table.raw.get("projects", [])
         if not isinstance(ids, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in ids
         ):
             raise table.error("projects", "a list of project ids, e.g. [12, 13]")
-        return cls(frozenset(kinds), frozenset(ids), tuple(table.strings("project_names")))
+        return cls(frozenset(on), frozenset(ids), tuple(table.strings("project_names")))
 
 
 ROUTE_KEYS = {"on", "projects", "project_names"}
@@ -260,9 +267,14 @@ class HookSpec:
             argv = tuple(command)
         else:
             raise table.error("command", "a shell command string or a non-empty argv list")
+        route = Route.read(table)
+        delivery = sorted(route.kinds & DELIVERY_KINDS)
+        if delivery:
+            raise ConfigError(f"{table.where} is on {delivery[0]!r}, but hooks never run on delivery "
+                              "events (so a failing hook cannot feed on itself); use a webhook or e-mail")
         return cls(
             name=name,
-            route=Route.read(table),
+            route=route,
             argv=argv,
             timeout=table.duration("timeout", 30.0),
             env=table.mapping("env"),

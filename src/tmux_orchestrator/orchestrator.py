@@ -17,6 +17,7 @@ from typing import Any
 
 from tmux_orchestrator.cleanup import Cleaner, Target
 from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.environment import CapturedEnvironment, capture_environment, is_env_name
 from tmux_orchestrator.errors import (
     InvalidBatch,
     InvalidTransition,
@@ -36,7 +37,6 @@ from tmux_orchestrator.tmux import (
     Tmux,
     TmuxSessionManager,
 )
-from tmux_orchestrator.wrapper import is_env_name
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +107,24 @@ class Orchestrator:
         idle_timeout: float | None = None,
         host: str | None = None,
         requires: Sequence[str] = (),
+        capture_env: bool | Mapping[str, str] = False,
     ) -> Project:
         """Queue a project. Validates everything first: bad input changes nothing.
 
         ``host`` pins it to one host (only that host's daemon runs it); ``requires`` names labels a
         host must all have (``TMO_HOST_LABELS``) to run it.
+
+        The project runs with the daemon's base environment plus ``env``. With ``capture_env=True``
+        it also gets this process's environment, as ``tmo add`` does (``env`` wins; see
+        :meth:`captured_environment`); a mapping captures that environment instead. The API never
+        captures unless asked: a program that embeds it rarely means to hand its own environment on.
         """
         project = self.store.enqueue(
             self.new_project(
                 command, name=name, priority=priority, project_path=project_path, spec_path=spec_path,
-                env=env, max_retries=max_retries, retry_delay=retry_delay, timeout=timeout,
-                idle_timeout=idle_timeout, host=host, requires=requires,
+                env=self._with_captured(env, capture_env), max_retries=max_retries,
+                retry_delay=retry_delay, timeout=timeout, idle_timeout=idle_timeout, host=host,
+                requires=requires,
             ),
             source=self.source,
         )
@@ -126,7 +133,8 @@ class Orchestrator:
         self.poke_daemon()
         return project
 
-    def enqueue_many(self, projects: Sequence[Mapping[str, Any]]) -> list[Project]:
+    def enqueue_many(self, projects: Sequence[Mapping[str, Any]], *,
+                     capture_env: bool | Mapping[str, str] = False) -> list[Project]:
         """Queue many projects in one transaction: all of them, or (on any invalid one) none.
 
         Each item holds the keyword arguments of :meth:`enqueue` (``command`` required; ``name``,
@@ -134,8 +142,10 @@ class Orchestrator:
         ``timeout``, ``idle_timeout`` optional). Every item is validated before anything is written;
         if any is invalid, :class:`InvalidBatch` (a :class:`UsageError`) lists every invalid item
         with its position (1-based) and nothing is queued. Returns the
-        queued projects in the order given. ``tmo add --from-file`` uses this.
+        queued projects in the order given. ``tmo add --from-file`` uses this. ``capture_env`` is
+        that of :meth:`enqueue`, for every item (captured once).
         """
+        captured = self._with_captured({}, capture_env)
         news: list[NewProject] = []
         errors: list[tuple[int, str]] = []
         for number, item in enumerate(projects, start=1):
@@ -146,6 +156,8 @@ class Orchestrator:
                 errors.append((number, "missing command"))
             else:
                 try:
+                    if captured:
+                        item = {**item, "env": {**captured, **dict(item.get("env") or {})}}
                     news.append(self.new_project(**item))
                 except (UsageError, TypeError, ValueError) as exc:
                     errors.append((number, str(exc)))
@@ -157,6 +169,24 @@ class Orchestrator:
                      extra={"project_id": None, "session_name": None})
             self.poke_daemon()
         return queued
+
+    def captured_environment(self, environ: Mapping[str, str] | None = None) -> CapturedEnvironment:
+        """``environ`` (default: this process's environment) as a project queued from it gets it:
+        without the variables that never travel (``TMUX``, ``TERM``, ``PWD``, ``TMO_*`` ...: see
+        ``environment.NOT_CAPTURED``), those ``env_exclude`` in config.toml names, and those that
+        cannot be passed on (named in ``skipped``)."""
+        return capture_environment(environ, self.settings.env_exclude)
+
+    def _with_captured(self, env: Mapping[str, str] | None,
+                       capture_env: bool | Mapping[str, str]) -> Mapping[str, str] | None:
+        """``env`` over the captured environment, when ``capture_env`` asks for one."""
+        if capture_env is False:
+            return env
+        captured = self.captured_environment(None if capture_env is True else capture_env)
+        warning = captured.warning()
+        if warning:
+            log.warning("%s", warning)
+        return {**captured.env, **dict(env or {})}
 
     def new_project(
         self,

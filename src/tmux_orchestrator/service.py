@@ -9,14 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tmux_orchestrator.config import Settings
-from tmux_orchestrator.errors import DaemonAlreadyRunning, DaemonError, DaemonNotRunning
+from tmux_orchestrator.errors import ConfigError, DaemonAlreadyRunning, DaemonError, DaemonNotRunning
 from tmux_orchestrator.home import open_append, open_private, user_umask
 from tmux_orchestrator.lock import DaemonLock
+
+if TYPE_CHECKING:
+    from tmux_orchestrator.reload import LoadedConfig
 
 
 @dataclass
@@ -33,6 +36,14 @@ class DaemonStatus:
     started_at: str | None
     counts: dict[str, int]
     metrics_url: str | None = None
+    #: Whether config.toml changed since the daemon loaded it (None: no daemon, or one too old to say).
+    config_changed: bool | None = None
+    #: When the daemon loaded the config it runs with.
+    config_loaded_at: str | None = None
+    #: Why the daemon's last reload failed (it runs the config it had).
+    config_reload_error: str | None = None
+    #: Settings whose new value waits for a daemon restart.
+    config_restart_needed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -98,6 +109,37 @@ def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
             return pid
         time.sleep(0.02)
     raise DaemonError(f"daemon pid {pid} did not stop within {timeout:.0f}s")
+
+
+def reload_daemon(settings: Settings, *, timeout: float = 10.0) -> LoadedConfig:
+    """Send SIGHUP to this home's daemon and wait for its answer: the record of the config it runs
+    with now. Raises :class:`DaemonNotRunning`, or :class:`ConfigError` (with the daemon's reason)
+    when config.toml did not load and the daemon kept the config it had."""
+    from tmux_orchestrator.reload import read_loaded
+
+    pid = daemon_pid(settings)
+    if pid is None:
+        raise DaemonNotRunning(
+            f"no daemon is running for {settings.home}, so there is nothing to reload "
+            "(`tmo daemon start` reads config.toml)"
+        )
+    before = read_loaded(settings)
+    # A daemon still starting has no record yet: its answer to this signal is reload number 1.
+    seen = before.reloads if before is not None and before.pid == pid else 0
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        loaded = read_loaded(settings)
+        if loaded is not None and loaded.pid == pid and loaded.reloads > seen:
+            if loaded.error is not None:
+                raise ConfigError(f"config.toml not reloaded: {loaded.error}; the daemon (pid {pid}) "
+                                  f"kept the config it loaded at {loaded.loaded_at}")
+            return loaded
+        if daemon_pid(settings) != pid:
+            raise DaemonError(f"the daemon (pid {pid}) stopped; see {settings.scheduler_log}")
+        time.sleep(0.02)
+    raise DaemonError(f"the daemon (pid {pid}) did not answer the reload within {timeout:.0f}s; "
+                      f"see {settings.scheduler_log}")
 
 
 def _tail(path: Path, lines: int = 3, *, start: int = 0) -> str:

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from tmux_orchestrator import __version__
+from tmux_orchestrator.environment import is_env_name
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.hooks import ROUTE_KEYS, Route, TableReader, event_payload, render
 from tmux_orchestrator.store.base import Event
-from tmux_orchestrator.wrapper import is_env_name
 
 if TYPE_CHECKING:
     import urllib.request

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmux_orchestrator.config import Settings
+from tmux_orchestrator.environment import is_env_name
 from tmux_orchestrator.home import read_private, replace_private, user_umask
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.redact import without_password
@@ -76,13 +77,7 @@ def exit_option(project_id: int, attempt: int) -> str:
     return f"@tmo_exit_{project_id}_{attempt}"
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INTEGER = re.compile(r"-?[0-9]+")
-
-
-def is_env_name(key: str) -> bool:
-    """True for a portable environment variable name (ASCII ``[A-Za-z_][A-Za-z0-9_]*``)."""
-    return bool(_ENV_NAME.fullmatch(key))
 
 
 def _command_line(argv: list[str]) -> str:

@@ -181,9 +181,10 @@ class Tmo:
             cwd=str(cwd or self.home), env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
         )
 
-    def ok(self, *args: str, timeout: float = 60.0, cwd: Path | None = None) -> str:
-        """Run ``tmo args`` and insist on exit 0; returns stdout."""
-        result = self(*args, timeout=timeout, cwd=cwd)
+    def ok(self, *args: str, timeout: float = 60.0, cwd: Path | None = None,
+           env: dict[str, str] | None = None) -> str:
+        """Run ``tmo args`` (``env`` added to its environment) and insist on exit 0; returns stdout."""
+        result = self(*args, timeout=timeout, cwd=cwd, env=env)
         assert result.returncode == 0, (
             f"tmo {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\n"
             f"stderr: {result.stderr}"
@@ -205,9 +206,10 @@ class Tmo:
         return proc
 
     # -- queue helpers -------------------------------------------------------------------------
-    def add(self, *command: str, options: Sequence[str] = (), cwd: Path | None = None) -> int:
+    def add(self, *command: str, options: Sequence[str] = (), cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> int:
         """``tmo add [options] -- command``; returns the printed id."""
-        out = self.ok("add", *options, "--", *command, cwd=cwd)
+        out = self.ok("add", *options, "--", *command, cwd=cwd, env=env)
         assert out.strip().isdigit(), f"tmo add printed {out!r}, not an id"
         return int(out.strip())
 

@@ -30,7 +30,7 @@ def test_commands_and_json_lines_are_queued_in_order(tmo: Tmo) -> None:
                     "retry_delay": "30s"}),
         json.dumps({"command": "sh -c 'exit 3'", "idle_timeout": 90}),
     ]) + "\n")
-    out = tmo.ok("add", "--from-file", str(path), "--priority", "2", "--env", "A=1")
+    out = tmo.ok("add", "--from-file", str(path), "--priority", "2", "--env", "A=1", "--no-env")
     ids = [int(line) for line in out.split()]
     assert len(ids) == 3 and ids == sorted(ids)
     first, second, third = (tmo.project(i) for i in ids)

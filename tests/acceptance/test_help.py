@@ -13,7 +13,7 @@ COMMANDS = [
     "add", "list", "show", "complete", "fail", "cancel", "retry", "remove", "sessions", "cleanup",
     "attach", "logs", "events", "daemon", "doctor", "demo",
 ]
-DAEMON_SUBCOMMANDS = ["run", "start", "stop", "status"]
+DAEMON_SUBCOMMANDS = ["run", "start", "stop", "status", "reload"]
 
 
 def _listed_commands(help_text: str) -> list[str]:

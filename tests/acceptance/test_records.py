@@ -37,7 +37,7 @@ def test_list_json_objects_carry_the_documented_fields(tmo: Tmo) -> None:
 
 def test_show_json_describes_one_project(tmo: Tmo) -> None:
     tmo.add("echo", "first")
-    project_id = tmo.add("echo", "second", options=["--name", "two", "--env", "COLOUR=blue"],
+    project_id = tmo.add("echo", "second", options=["--name", "two", "--env", "COLOUR=blue", "--no-env"],
                          cwd=tmo.home)
     shown = tmo.project(project_id)
     assert LIST_KEYS <= set(shown)

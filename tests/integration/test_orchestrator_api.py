@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,25 @@ def test_enqueue_stores_a_queued_project(orchestrator: Orchestrator, tmp_path: P
     assert project.env == {"API_KEY": "k"}
     assert (project.priority, project.max_retries, project.timeout) == (3, 2, 60)
     assert [(e.kind, e.source) for e in events(orchestrator.store, project.id)] == [("queued", "api")]
+
+
+def test_the_api_captures_the_environment_only_when_asked(
+    orchestrator: Orchestrator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOO", "from-process")
+    monkeypatch.setenv("TMUX", "/tmp/someone-elses-tmux,1,0")
+    plain = orchestrator.enqueue(["true"], project_path=tmp_path, env={"A": "1"})
+    assert plain.env == {"A": "1"}
+    asked = orchestrator.enqueue(["true"], project_path=tmp_path, env={"FOO": "explicit"},
+                                 capture_env=True)
+    assert asked.env["FOO"] == "explicit" and asked.env["PATH"] == os.environ["PATH"]
+    assert "TMUX" not in asked.env
+    given = orchestrator.enqueue(["true"], project_path=tmp_path, capture_env={"ONLY": "this", "PWD": "/"})
+    assert given.env == {"ONLY": "this"}
+    many = orchestrator.enqueue_many([{"command": ["true"], "project_path": tmp_path},
+                                      {"command": ["true"], "project_path": tmp_path, "env": {"FOO": "x"}}],
+                                     capture_env=True)
+    assert [p.env["FOO"] for p in many] == ["from-process", "x"]
 
 
 def test_enqueue_default_name_and_directory(orchestrator: Orchestrator, tmp_path: Path,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.config import Settings, config_file_digest, load_settings
 from tmux_orchestrator.errors import ConfigError
 
 
@@ -81,7 +81,7 @@ def test_config_toml_values(tmp_path: Path) -> None:
         "history_limit = 777\n"
         'orphan_policy = "keep"\n'
         'window_size = "80x24"\n'
-        'future_option = "x"\n'
+        'env_exclude = ["AWS_*", "*_TOKEN"]\n'
     )
     s = load_settings(tmp_path)
     assert s.kill_grace == 10.0
@@ -89,14 +89,47 @@ def test_config_toml_values(tmp_path: Path) -> None:
     assert s.history_limit == 777
     assert s.orphan_policy == "keep"
     assert s.window_size == "80x24"
-    assert s.extra == {"future_option": "x"}
+    assert s.env_exclude == ("AWS_*", "*_TOKEN")
+    assert s.extra == {}
+
+
+def test_an_unknown_key_names_itself_the_likely_one_and_every_known_one(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('kill_grase = "3s"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"unknown key 'kill_grase' in {tmp_path / 'config.toml'}")
+    assert "(did you mean 'kill_grace'?)" in message
+    assert "known keys: " in message
+    for key in ("database_url", "env_exclude", "hooks", "webhooks", "smtp", "emails", "metrics"):
+        assert key in message
+    assert "config_digest" not in message and "extra" not in message
 
 
 def test_config_toml_cannot_set_home(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('home = "/elsewhere"\n')
-    s = load_settings(tmp_path)
-    assert s.home == tmp_path
-    assert s.extra == {"home": "/elsewhere"}
+    with pytest.raises(ConfigError, match=r"'home' cannot be set in config\.toml"):
+        load_settings(tmp_path)
+
+
+def test_env_exclude_from_the_environment_and_bad_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMO_ENV_EXCLUDE", "AWS_*, GITHUB_TOKEN")
+    assert load_settings(tmp_path).env_exclude == ("AWS_*", "GITHUB_TOKEN")
+    monkeypatch.delenv("TMO_ENV_EXCLUDE")
+    (tmp_path / "config.toml").write_text("env_exclude = [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"env_exclude .*list of glob patterns"):
+        load_settings(tmp_path)
+
+
+def test_the_digest_tells_whether_the_file_changed(tmp_path: Path) -> None:
+    assert load_settings(tmp_path).config_digest == ""
+    (tmp_path / "config.toml").write_text('kill_grace = "3s"\n')
+    first = load_settings(tmp_path)
+    assert first.config_digest and config_file_digest(first) == first.config_digest
+    (tmp_path / "config.toml").write_text('kill_grace = "4s"\n')
+    assert config_file_digest(first) != first.config_digest
 
 
 def test_env_wins_over_config_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,3 +136,32 @@ def test_secret_env_is_read_only_where_it_is_used(tmp_path: Path) -> None:
     resolved = config.with_secrets({"TMO_NOT_SET_ANYWHERE": "s3cret", "TMO_NO_PW": "pw"})
     assert resolved.webhooks[0].secret == "s3cret"
     assert resolved.smtp is not None and resolved.smtp.password == "pw"
+
+
+def test_a_route_on_an_unknown_kind_names_the_known_ones(tmp_path: Path) -> None:
+    for table in ("hooks", "webhooks"):
+        target = 'command = "true"' if table == "hooks" else 'url = "http://x"'
+        with pytest.raises(ConfigError) as caught:
+            _settings_with(tmp_path, f'[[{table}]]\nname = "n"\non = ["completed", "completd"]\n{target}\n')
+        message = str(caught.value)
+        assert f"unknown event kind 'completd' in on of [[{table}]]" in message
+        assert "known kinds: queued, started, completed" in message and "config_reloaded" in message
+
+
+def test_a_hook_on_a_delivery_kind_is_refused_a_webhook_may_have_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="hooks never run on delivery events"):
+        _settings_with(tmp_path, '[[hooks]]\nname = "n"\non = ["hook_failed"]\ncommand = "true"\n')
+    extra = _settings_with(tmp_path, '[[webhooks]]\nurl = "http://x"\non = ["hook_failed"]\n')
+    assert load_delivery(extra).webhooks[0].route.kinds == {"hook_failed"}
+
+
+def test_every_kind_is_documented_and_every_documented_kind_is_known() -> None:
+    import re
+
+    from tmux_orchestrator.kinds import EVENT_KINDS
+
+    doc = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
+    kinds_section = doc[doc.index("## Kinds"):doc.index("## Following events")]
+    documented = re.findall(r"^\| `([a-z_]+)`(?: / `([a-z_]+)`)? \|", kinds_section, re.M)
+    names = [name for pair in documented for name in pair if name]
+    assert sorted(names) == sorted(EVENT_KINDS)

@@ -37,6 +37,12 @@ class Context:
             self._settings = load_settings(self.home, self.database_url)
         return self._settings
 
+    def settings_without_config(self) -> Settings:
+        """Settings with config.toml left unread, for the commands that must work when it does not
+        load (``doctor`` reports it; ``daemon reload`` leaves judging it to the daemon)."""
+        self._settings = load_settings(self.home, self.database_url, read_config=False)
+        return self._settings
+
     @property
     def store(self) -> Store:
         """The database alone, for read-only commands (``tmo list``): the orchestrator's if it is

@@ -1,4 +1,4 @@
-"""``tmo daemon run|start|stop|status|install-systemd``."""
+"""``tmo daemon run|start|stop|status|reload|install-systemd``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import click
 from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json
 from tmux_orchestrator.daemon import Daemon
 from tmux_orchestrator.errors import DaemonNotRunning
+from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.logs import setup_logging
 from tmux_orchestrator.redact import redact_url
+from tmux_orchestrator.reload import config_state
 from tmux_orchestrator.service import (
     DaemonStatus,
     daemon_pid,
+    reload_daemon,
     start_daemon,
     stop_daemon,
 )
@@ -78,6 +81,7 @@ def status(ctx: Context, as_json: bool) -> None:
     settings = ctx.settings
     store = ctx.existing.store
     pid = daemon_pid(settings)
+    config = config_state(settings, pid)
     info = DaemonStatus(
         running=pid is not None,
         pid=pid,
@@ -89,6 +93,10 @@ def status(ctx: Context, as_json: bool) -> None:
         started_at=store.get_setting("daemon.started_at") if pid else None,
         counts=store.counts(),
         metrics_url=(store.get_setting("daemon.metrics_url") or None) if pid else None,
+        config_changed=config.changed if config else None,
+        config_loaded_at=config.loaded.loaded_at if config else None,
+        config_reload_error=config.loaded.error if config else None,
+        config_restart_needed=config.loaded.restart_needed if config else [],
     )
     if as_json:
         print_json(info.to_dict())
@@ -101,8 +109,31 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(f"tmux socket: {info.socket}")
         if info.metrics_url:
             click.echo(f"metrics:     {info.metrics_url}")
+        if config is not None:
+            said = config.problem() or f"as loaded at {config.loaded.loaded_at}"
+            click.echo(f"config:      {safe_text(said)}")
     if pid is None:
         raise click.exceptions.Exit(3)
+
+
+@daemon.command()
+@pass_context
+def reload(ctx: Context) -> None:
+    """Make the running daemon read config.toml again (as SIGHUP does) and say what changed.
+
+    Takes effect at once: the intervals, kill_grace, orphan_policy, log retention, history_limit
+    and window_size (for sessions started from now on), env_exclude, and the hooks, webhooks and
+    e-mails. database_url, sqlite_synchronous, host_labels and metrics wait for a daemon restart.
+    A config.toml that does not load changes nothing: the daemon keeps the config it had.
+    """
+    # config.toml is the daemon's to judge (it alone has the secrets its delivery needs), and a
+    # broken file must not keep this command from finding the daemon to ask.
+    loaded = reload_daemon(ctx.settings_without_config())
+    changed = ", ".join(loaded.changed) or "no change"
+    click.echo(f"config reloaded by the daemon (pid {loaded.pid}): {changed}")
+    if loaded.restart_needed:
+        click.echo(f"waiting for a daemon restart: {', '.join(loaded.restart_needed)} "
+                   "(`tmo daemon stop && tmo daemon start`; projects keep running)")
 
 
 def _host_concurrency(store: Store, name: str) -> int:

@@ -9,9 +9,11 @@ import click
 
 from tmux_orchestrator import __version__
 from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json
-from tmux_orchestrator.errors import NoDatabase, OrchestratorError
+from tmux_orchestrator.config import Settings
+from tmux_orchestrator.errors import ConfigError, NoDatabase, OrchestratorError, UnsafePath
 from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.redact import redact_url
+from tmux_orchestrator.reload import config_state
 from tmux_orchestrator.service import daemon_pid
 from tmux_orchestrator.tmux import OrchestratorServer, Tmux, check_tmux
 
@@ -23,7 +25,14 @@ def doctor(ctx: Context, as_json: bool) -> None:
     """Check tmux, the home, the database, the tmux server and the daemon; exit 1 if something is
     wrong. A database that does not exist yet is reported, not created."""
     checks: list[tuple[str, bool, str]] = []
-    settings = ctx.settings
+    try:
+        settings = ctx.settings
+        config_error = None
+    except UnsafePath:
+        raise  # a home or file others control: refused in one line, as by every command
+    except ConfigError as exc:  # reported as a check; the others still run, on the defaults
+        config_error = str(exc)
+        settings = ctx.settings_without_config()
     checks.append(("tmux-orchestrator", True, f"{__version__} (Python {sys.version.split()[0]})"))
     try:
         checks.append(("tmux", True, f"{check_tmux()} at {shutil.which('tmux')}"))
@@ -34,6 +43,8 @@ def doctor(ctx: Context, as_json: bool) -> None:
         checks.append(("home", True, f"{settings.home}{'' if exists else ' (not created yet)'}"))
     except OrchestratorError as exc:
         checks.append(("home", False, str(exc)))
+    pid = daemon_pid(settings)
+    checks.append(_config_check(settings, config_error, pid))
     url = redact_url(settings.database_url)
     try:
         store = ctx.existing.store
@@ -56,7 +67,6 @@ def doctor(ctx: Context, as_json: bool) -> None:
                        + (f"(running, {owned} owned session(s))" if running else "(not running)")))
     except OrchestratorError as exc:
         checks.append(("tmux server", False, str(exc)))
-    pid = daemon_pid(settings)
     checks.append(("daemon", True, f"running (pid {pid})" if pid else "not running"))
     if as_json:
         print_json({name: {"ok": ok, "detail": detail} for name, ok, detail in checks})
@@ -65,3 +75,24 @@ def doctor(ctx: Context, as_json: bool) -> None:
             click.echo(f"{'ok ' if ok else 'BAD'}  {name:<18} {safe_text(detail)}")
     if not all(ok for _, ok, _ in checks):
         raise click.exceptions.Exit(1)
+
+
+def _config_check(settings: Settings, error: str | None, pid: int | None) -> tuple[str, bool, str]:
+    """config.toml: does it load (hooks and webhooks too), and does the daemon run with it?"""
+    if error is not None:
+        return ("config", False, error)
+    from tmux_orchestrator.dispatch import load_delivery  # only doctor and the daemon need it
+
+    try:
+        load_delivery(settings.extra)
+    except ConfigError as exc:
+        return ("config", False, f"{settings.config_path}: {exc}")
+    where = str(settings.config_path) if settings.config_digest else (
+        f"{settings.config_path}: none (the defaults)")
+    state = config_state(settings, pid)
+    if state is None:
+        return ("config", True, where)
+    problem = state.problem()
+    if problem is not None:
+        return ("config", False, problem)
+    return ("config", True, f"{where} (as the daemon loaded it)")

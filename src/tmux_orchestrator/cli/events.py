@@ -8,8 +8,9 @@ import time
 import click
 
 from tmux_orchestrator.cli.app import PROJECT_ID, Context, cli, pass_context
-from tmux_orchestrator.errors import NoDatabase
+from tmux_orchestrator.errors import NoDatabase, UsageError
 from tmux_orchestrator.inputs import safe_text
+from tmux_orchestrator.kinds import unknown_kind
 from tmux_orchestrator.store import Event, Store
 
 
@@ -41,11 +42,16 @@ def _text(event: Event) -> str:
 @click.option("--last", "-n", "last", type=click.IntRange(min=0), default=20, show_default=True,
               help="Without --since: start with the last N events (0 = all).")
 @click.option("--project", "project_id", type=PROJECT_ID, help="Only events of this project.")
-@click.option("--kind", "kinds", multiple=True, help="Only events of this kind; repeatable.")
+@click.option("--kind", "kinds", multiple=True,
+              help="Only events of this kind (see docs/events.md); repeatable.")
 @pass_context
 def events(ctx: Context, follow: bool, as_json: bool, since: int | None, last: int,
            project_id: int | None, kinds: tuple[str, ...]) -> None:
     """Print the event log: one line per status change and session action."""
+    for kind in kinds:
+        error = unknown_kind(kind, "--kind")
+        if error:
+            raise UsageError(error)
     store = _wait_for_database(ctx) if follow else ctx.existing.store
     if since is None:
         since = 0

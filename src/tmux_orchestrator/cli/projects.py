@@ -80,7 +80,11 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Working directory (default: the current one).")
 @click.option("--spec", callback=_checked_path,
               help="Spec file the project works on (exported as TMO_SPEC_FILE).")
-@click.option("--env", "env_pairs", multiple=True, metavar="K=V", help="Environment variable; repeatable.")
+@click.option("--env", "env_pairs", multiple=True, metavar="K=V",
+              help="Environment variable; repeatable; wins over the captured environment.")
+@click.option("--no-env", "no_env", is_flag=True,
+              help="Do not capture this shell's environment: the project gets the daemon's base "
+                   "environment and --env only.")
 @click.option("--timeout", type=DURATION, help="Maximum run time, e.g. 2h; then SIGTERM, SIGKILL.")
 @click.option("--idle-timeout", type=DURATION, help="Fail when the project prints nothing this long.")
 @click.option("--max-retries", type=click.IntRange(min=0), default=0, show_default=True,
@@ -98,10 +102,15 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.argument("command", nargs=-1, required=False, type=click.UNPROCESSED)
 @pass_context
 def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str | None,
-        env_pairs: tuple[str, ...], timeout: float | None, idle_timeout: float | None,
-        max_retries: int, retry_delay: float, pinned_host: str | None, requires: tuple[str, ...],
-        from_file: str | None, as_json: bool, command: tuple[str, ...]) -> None:
+        env_pairs: tuple[str, ...], no_env: bool, timeout: float | None,
+        idle_timeout: float | None, max_retries: int, retry_delay: float, pinned_host: str | None,
+        requires: tuple[str, ...], from_file: str | None, as_json: bool,
+        command: tuple[str, ...]) -> None:
     """Queue a project: `tmo add [OPTIONS] -- COMMAND [ARG]...`; prints its id.
+
+    The project runs in the current directory (or --dir) with this shell's environment (PATH, API
+    keys ...), captured now and kept with it, minus per-shell variables and those `env_exclude` in
+    config.toml names; --env adds or overrides variables, --no-env captures none.
 
     With `--from-file FILE`, queue one project per line of FILE in one transaction and print their
     ids. A line is either a command (split into words like a shell does, but never run by one) or a
@@ -115,7 +124,7 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
                                    ctx=click.get_current_context())
         defaults: dict[str, Any] = {
             "name": name, "priority": priority, "project_path": directory, "spec_path": spec,
-            "env": _parse_env(env_pairs), "timeout": timeout, "idle_timeout": idle_timeout,
+            "env": _environment(ctx, env_pairs, no_env), "timeout": timeout, "idle_timeout": idle_timeout,
             "max_retries": max_retries, "retry_delay": retry_delay, "host": pinned_host,
             "requires": _labels(requires),
         }
@@ -125,13 +134,26 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
         raise UsageError("missing command: give it after `--`, e.g. tmo add -- claude -p spec.md")
     project = ctx.orch.enqueue(
         list(command), name=name, priority=priority, project_path=directory, spec_path=spec,
-        env=_parse_env(env_pairs), timeout=timeout, idle_timeout=idle_timeout,
+        env=_environment(ctx, env_pairs, no_env), timeout=timeout, idle_timeout=idle_timeout,
         max_retries=max_retries, retry_delay=retry_delay, host=pinned_host, requires=_labels(requires),
     )
     if as_json:
         print_json(project.to_dict())
     else:
         click.echo(project.id)
+
+
+def _environment(ctx: Context, env_pairs: tuple[str, ...], no_env: bool) -> dict[str, str]:
+    """The project's environment: this shell's as captured (unless ``--no-env``), ``--env`` over it.
+    Variables that cannot travel are named in one warning; they never stop the add."""
+    explicit = _parse_env(env_pairs)
+    if no_env:
+        return explicit
+    captured = ctx.orch.captured_environment()
+    warning = captured.warning()
+    if warning:
+        click.echo(f"tmo: warning: {safe_text(warning)}", err=True)
+    return {**captured.env, **explicit}
 
 
 def _labels(values: tuple[str, ...]) -> list[str]:
@@ -344,6 +366,9 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
             value = " ".join(value)
         if key in ("problems", "required_labels") and isinstance(value, list):
             value = ("; " if key == "problems" else ", ").join(value)
+        if key == "env" and isinstance(value, dict) and value:
+            # Names only: the captured environment holds API keys (`show --json` has the values).
+            value = f"{len(value)} variable(s): {' '.join(sorted(value))}"
         if value in (None, "", {}, []):
             continue
         if key == "outcome":

@@ -168,19 +168,22 @@ class OrchestratorServer:
         if self.is_running():
             return False
         self.tmux.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        width, _, height = window_size.partition("x")
         self.tmux.run(
             ["new-session", "-d", "-s", KEEPER, "sleep", "2147483647"],
             ["set-option", "-s", "@tmo_home", self.owner_tag],  # ownership mark (docs/security.md)
             ["set-option", "-s", "exit-empty", "off"],
-            ["set-option", "-g", "history-limit", str(history_limit)],
             ["set-option", "-g", "remain-on-exit", "off"],
             ["set-option", "-g", "update-environment", ""],
-            ["set-option", "-g", "default-size", f"{width or 200}x{height or 50}"],
+            *_session_defaults(history_limit, window_size),
             ["set-option", "-t", f"={KEEPER}:", "@tmo_role", "keeper"],
         )
         log.info("started tmux server on %s", self.tmux.socket_path)
         return True
+
+    def set_session_defaults(self, *, history_limit: int, window_size: str) -> None:
+        """Change the scrollback length and window size of sessions started from now on (a
+        reloaded config); running sessions keep theirs."""
+        self.tmux.run(*_session_defaults(history_limit, window_size))
 
     def process_alive(self) -> bool:
         """True while the server process last seen on the socket runs (asked of the process, not
@@ -494,3 +497,10 @@ def _pane_target(target: str) -> str:
     if target.startswith("$"):
         return target
     return f"={target}:"
+
+
+def _session_defaults(history_limit: int, window_size: str) -> list[list[str]]:
+    """The global options that give new sessions their scrollback length and window size."""
+    width, _, height = window_size.partition("x")
+    return [["set-option", "-g", "history-limit", str(history_limit)],
+            ["set-option", "-g", "default-size", f"{width or 200}x{height or 50}"]]
