@@ -5,15 +5,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
-import tomllib
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from tmux_orchestrator.durations import parse_duration
 from tmux_orchestrator.errors import ConfigError
@@ -33,8 +29,15 @@ def default_home() -> Path:
 
 def platform_home() -> Path:
     """The home when ``TMO_HOME`` is not set: the platform's user state directory for
-    tmux-orchestrator (``~/.local/state/tmux-orchestrator`` on Linux)."""
-    return Path(platformdirs.user_state_dir("tmux-orchestrator"))
+    tmux-orchestrator: ``$XDG_STATE_HOME/tmux-orchestrator``, by default
+    ``~/.local/state/tmux-orchestrator``; ``~/Library/Application Support/tmux-orchestrator`` on
+    macOS. (What platformdirs gives, without importing it at every start; an empty or relative
+    ``XDG_STATE_HOME`` is ignored, as the XDG specification says.)"""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "tmux-orchestrator"
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "tmux-orchestrator"
 
 
 @dataclass
@@ -126,6 +129,8 @@ class Settings:
     def home_key(self) -> str:
         """A short stable hash of the home's real path: names this home's server and owner tag."""
         real = os.path.realpath(self.home)
+        import hashlib  # lazily: hashlib loads OpenSSL (a few ms at every start)
+
         return hashlib.sha256(real.encode()).hexdigest()[:12]
 
     @property
@@ -160,7 +165,7 @@ class Settings:
     @property
     def host(self) -> str:
         """This machine's name in the queue: ``TMO_HOST``, else the hostname."""
-        return os.environ.get("TMO_HOST") or socket.gethostname()
+        return os.environ.get("TMO_HOST") or os.uname().nodename  # socket.gethostname() says the same
 
     @property
     def labels(self) -> frozenset[str]:
@@ -283,7 +288,11 @@ def _unknown_key(key: str, path: Path) -> str:
 
 def digest(data: bytes | None) -> str:
     """A short digest of config.toml's content; "" for no file."""
-    return "" if data is None else hashlib.sha256(data).hexdigest()[:16]
+    if data is None:
+        return ""
+    import hashlib  # lazily: hashlib loads OpenSSL (a few ms), and most homes have no config file
+
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def config_file_digest(settings: Settings) -> str:
@@ -302,6 +311,8 @@ def _read_config_bytes(path: Path) -> bytes | None:
 def _parse_config(path: Path, data: bytes | None) -> dict[str, Any]:
     if data is None:
         return {}  # no config file; an unusable home is reported by ensure_dirs()
+    import tomllib  # lazily, for the same reason
+
     try:
         return tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

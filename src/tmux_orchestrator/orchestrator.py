@@ -12,10 +12,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tmux_orchestrator.cleanup import Cleaner, Target
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.environment import CapturedEnvironment, capture_environment, is_env_name
 from tmux_orchestrator.errors import (
@@ -27,20 +27,20 @@ from tmux_orchestrator.errors import (
 )
 from tmux_orchestrator.inputs import check_project, check_text
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
-from tmux_orchestrator.reconcile import SessionRow, classify, find_session, is_ours
 from tmux_orchestrator.retries import MAX_DURATION, MAX_RETRY_DELAY, RETRYABLE, requeue_after_failure
 from tmux_orchestrator.store import NewProject, open_store
 from tmux_orchestrator.store.base import Host
-from tmux_orchestrator.tmux import (
-    OrchestratorServer,
-    SessionInfo,
-    Tmux,
-    TmuxSessionManager,
-)
+
+if TYPE_CHECKING:
+    # Loaded on first use, not at import: `tmo add` and the other commands that only touch the
+    # database never need the tmux, reconcile and clean-up layers (several ms of every start).
+    from tmux_orchestrator.cleanup import Cleaner, Target
+    from tmux_orchestrator.reconcile import SessionRow
+    from tmux_orchestrator.tmux import OrchestratorServer, SessionInfo, Tmux, TmuxSessionManager
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_RETRY_DELAY", "RETRYABLE", "Orchestrator", "SessionRow", "TmuxOrchestratorScheduler"]
+__all__ = ["MAX_RETRY_DELAY", "RETRYABLE", "Orchestrator", "TmuxOrchestratorScheduler"]
 
 
 #: The keyword arguments of :meth:`Orchestrator.enqueue`, which ``enqueue_many`` items may hold.
@@ -69,17 +69,39 @@ class Orchestrator:
         else:
             self.settings.check_dirs()
         self.store = open_store(self.settings, create=create)
-        self.tmux = Tmux(self.settings.socket_path, owner_mark=self.settings.owner_tag,
-                         private_dir=self.settings.socket_dir_private)
-        self.server = OrchestratorServer(self.tmux, self.settings.owner_tag)
-        #: Session operations restricted to sessions this orchestrator owns.
-        self.tmux_manager = TmuxSessionManager(self.server, self._stop_sessions)
         #: Recorded as the source of every change made through this object: ``api`` by default,
         #: ``hook`` inside a hook (``TMO_HOOK=1``), so hooks never fire on their own changes.
         self.source = source or ("hook" if os.environ.get("TMO_HOOK") == "1" else "api")
         self.host = self.settings.host
-        #: The one clean-up engine (:mod:`tmux_orchestrator.cleanup`).
-        self.cleaner = Cleaner(self.store, self.server, self.settings, source=self.source)
+
+    @cached_property
+    def tmux(self) -> Tmux:
+        """The tmux client of this home's own server (its socket is checked before every call)."""
+        from tmux_orchestrator.tmux import Tmux
+
+        return Tmux(self.settings.socket_path, owner_mark=self.settings.owner_tag,
+                    private_dir=self.settings.socket_dir_private)
+
+    @cached_property
+    def server(self) -> OrchestratorServer:
+        """This home's tmux server, seen through our owner tag."""
+        from tmux_orchestrator.tmux import OrchestratorServer
+
+        return OrchestratorServer(self.tmux, self.settings.owner_tag)
+
+    @cached_property
+    def tmux_manager(self) -> TmuxSessionManager:
+        """Session operations restricted to sessions this orchestrator owns."""
+        from tmux_orchestrator.tmux import TmuxSessionManager
+
+        return TmuxSessionManager(self.server, self._stop_sessions)
+
+    @cached_property
+    def cleaner(self) -> Cleaner:
+        """The one clean-up engine (:mod:`tmux_orchestrator.cleanup`)."""
+        from tmux_orchestrator.cleanup import Cleaner
+
+        return Cleaner(self.store, self.server, self.settings, source=self.source)
 
     def close(self) -> None:
         """Release the database connection."""
@@ -396,6 +418,8 @@ class Orchestrator:
         instance, ``$id`` and name (tmux reuses ``$id``s after a restart)."""
         if not project.session_name:
             return None
+        from tmux_orchestrator.reconcile import find_session
+
         return find_session(project, self.server.list_owned())
 
     def cleanup_session(self, project: Project, *, reason: str, grace: float | None = None) -> bool:
@@ -410,6 +434,9 @@ class Orchestrator:
         """Clean up the current sessions of ``projects`` with the one engine; returns what this
         call cleaned. Sessions run by another daemon (another home or host) are left to it, as
         are sessions not recorded yet (the daemon creating them kills them itself)."""
+        from tmux_orchestrator.cleanup import Target
+        from tmux_orchestrator.reconcile import find_session, is_ours
+
         mine = [p for p in projects if p.session_name and is_ours(p, self.settings)]
         if not mine:
             return []
@@ -456,6 +483,8 @@ class Orchestrator:
         """Save and kill many owned sessions together (``tmo cleanup``); returns those this call
         cleaned up. Each gets ``output_saved`` and ``event`` (default ``lingering_cleaned`` for a
         project's session, ``session_killed`` for an orphan)."""
+        from tmux_orchestrator.cleanup import Target
+
         targets = [
             Target.of_session(r.session, r.project, reason=r.reason, kind=event or (
                 "lingering_cleaned" if r.project is not None else "session_killed"))
@@ -466,6 +495,9 @@ class Orchestrator:
 
     def _stop_sessions(self, sessions: list[SessionInfo]) -> list[SessionInfo]:
         """``tmux_manager.kill_session``: the one engine, with each session's project if it has one."""
+        from tmux_orchestrator.cleanup import Target
+        from tmux_orchestrator.reconcile import classify
+
         rows = {r.session.key: r for r in classify(sessions, self.store)}
         targets = [Target.of_session(s, rows[s.key].project if s.key in rows else None,
                                      reason="killed through tmux_manager") for s in sessions]
@@ -478,12 +510,17 @@ class Orchestrator:
         an earlier attempt of its project. Sessions with no project at all are orphans, not
         lingering (see :func:`tmux_orchestrator.reconcile.classify`).
         """
+        from tmux_orchestrator.reconcile import classify
+
         wanted = set(active_sessions)
         return [r.session.name for r in classify(self.server.list_owned(), self.store)
                 if r.state == "lingering" and r.session.name in wanted]
 
     def cleanup_lingering(self) -> list[str]:
         """Kill lingering sessions now (``tmo cleanup`` and pre-dequeue cleanup)."""
+        from tmux_orchestrator.cleanup import Target
+        from tmux_orchestrator.reconcile import classify
+
         rows = [r for r in classify(self.server.list_owned(), self.store) if r.state == "lingering"]
         if not rows:
             return []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from tmux_orchestrator.config import Settings, config_file_digest, load_settings
+from tmux_orchestrator.config import Settings, config_file_digest, default_home, load_settings
 from tmux_orchestrator.errors import ConfigError
 
 
@@ -245,3 +246,18 @@ def test_ensure_dirs_on_unusable_home_raises_config_error(tmp_path: Path) -> Non
 def test_non_sqlite_url_has_no_database_path(tmp_path: Path) -> None:
     s = load_settings(tmp_path, database_url="postgresql://db/x")
     assert s.database_path is None
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS uses ~/Library/Application Support")
+@pytest.mark.parametrize(("xdg", "expected"), [
+    ("/srv/state", "/srv/state/tmux-orchestrator"),
+    ("", "{home}/.local/state/tmux-orchestrator"),
+    ("relative/state", "{home}/.local/state/tmux-orchestrator"),  # ignored, as XDG says
+])
+def test_the_default_home_is_the_xdg_state_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, xdg: str, expected: str
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", xdg)
+    monkeypatch.delenv("TMO_HOME", raising=False)
+    assert default_home() == Path(expected.format(home=tmp_path))
