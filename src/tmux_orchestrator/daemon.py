@@ -273,11 +273,11 @@ class Daemon:
         """Read config.toml again and apply it (SIGHUP, ``tmo daemon reload``); see
         :mod:`tmux_orchestrator.reload`. A file that does not load changes nothing: the daemon goes
         on with the config it had, and says why. Returns True when the new config was taken."""
-        from tmux_orchestrator.dispatch import load_delivery
+        from tmux_orchestrator.dispatch import check_delivery_secrets
 
         try:
             new = load_settings(self.settings.home)
-            load_delivery(new.extra).with_secrets(os.environ)  # a secret it needs must be set
+            check_delivery_secrets(new)  # its tables must load, and a secret they need be set
         except OrchestratorError as exc:
             why = redact(str(exc))
             log.error("config.toml not reloaded, going on with the config loaded before: %s", why)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tmux_orchestrator.config import load_settings
-from tmux_orchestrator.dispatch import load_delivery
+from tmux_orchestrator.dispatch import check_delivery_secrets, load_delivery
 from tmux_orchestrator.errors import ConfigError
 
 
@@ -112,8 +114,9 @@ def test_a_bad_table_is_a_config_error_that_names_the_file_and_the_key(
     tmp_path: Path, text: str, message: str
 ) -> None:
     (tmp_path / "config.toml").write_text(text)
+    settings = load_settings(tmp_path)  # other commands do not read the delivery tables
     with pytest.raises(ConfigError) as info:
-        load_settings(tmp_path)
+        check_delivery_secrets(settings, environ={})  # what the daemon, its reload and doctor call
     assert message in str(info.value)
     assert str(tmp_path / "config.toml") in str(info.value)
 
@@ -142,7 +145,8 @@ def test_a_route_on_an_unknown_kind_names_the_known_ones(tmp_path: Path) -> None
     for table in ("hooks", "webhooks"):
         target = 'command = "true"' if table == "hooks" else 'url = "http://x"'
         with pytest.raises(ConfigError) as caught:
-            _settings_with(tmp_path, f'[[{table}]]\nname = "n"\non = ["completed", "completd"]\n{target}\n')
+            load_delivery(_settings_with(
+                tmp_path, f'[[{table}]]\nname = "n"\non = ["completed", "completd"]\n{target}\n'))
         message = str(caught.value)
         assert f"unknown event kind 'completd' in on of [[{table}]]" in message
         assert "known kinds: queued, started, completed" in message and "config_reloaded" in message
@@ -150,7 +154,8 @@ def test_a_route_on_an_unknown_kind_names_the_known_ones(tmp_path: Path) -> None
 
 def test_a_hook_on_a_delivery_kind_is_refused_a_webhook_may_have_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="hooks never run on delivery events"):
-        _settings_with(tmp_path, '[[hooks]]\nname = "n"\non = ["hook_failed"]\ncommand = "true"\n')
+        load_delivery(_settings_with(tmp_path, '[[hooks]]\nname = "n"\non = ["hook_failed"]\n'
+                                               'command = "true"\n'))
     extra = _settings_with(tmp_path, '[[webhooks]]\nurl = "http://x"\non = ["hook_failed"]\n')
     assert load_delivery(extra).webhooks[0].route.kinds == {"hook_failed"}
 
@@ -165,3 +170,15 @@ def test_every_kind_is_documented_and_every_documented_kind_is_known() -> None:
     documented = re.findall(r"^\| `([a-z_]+)`(?: / `([a-z_]+)`)? \|", kinds_section, re.M)
     names = [name for pair in documented for name in pair if name]
     assert sorted(names) == sorted(EVENT_KINDS)
+
+
+def test_commands_other_than_the_daemon_do_not_load_the_delivery_layer(tmp_path: Path) -> None:
+    # Reading [[hooks]] loads hooks, webhooks, e-mail and tmux modules: 30-40 ms of every start.
+    (tmp_path / "config.toml").write_text('[[hooks]]\nname = "n"\non = ["completd"]\ncommand = "true"\n')
+    code = ("import sys\n"
+            "from tmux_orchestrator.config import load_settings\n"
+            f"load_settings({str(tmp_path)!r})\n"
+            "heavy = ('tmux_orchestrator.dispatch', 'tmux_orchestrator.hooks')\n"
+            "print([m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
