@@ -55,8 +55,13 @@ def daemon_pid(settings: Settings) -> int | None:
     return DaemonLock(settings.lock_path).running_pid()
 
 
-def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout: float = 20.0) -> int:
-    """Start ``tmo daemon run`` in the background; return its pid once it is ready."""
+def start_daemon(settings: Settings, *, concurrency: int | None = None, log_json: bool = False,
+                 log_level: str = "INFO", metrics: str | None = None, timeout: float = 20.0) -> int:
+    """Start ``tmo daemon run`` in the background; return its pid once it is ready.
+
+    ``concurrency``, ``log_json``, ``log_level`` and ``metrics`` (``ADDRESS:PORT``) are the options of
+    ``tmo daemon run``. Raises :class:`DaemonAlreadyRunning` when this home's daemon runs.
+    """
     pid = daemon_pid(settings)
     if pid is not None:
         raise DaemonAlreadyRunning(pid, str(settings.lock_path))
@@ -66,9 +71,13 @@ def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout:
     check_delivery_secrets(settings)  # the daemon gets our environment: say it here, not in a log
     read_fd, write_fd = os.pipe()
     argv = [sys.executable, "-m", "tmux_orchestrator", "--home", str(settings.home),
-            "daemon", "run", "--ready-fd", str(write_fd), "--quiet"]
+            "daemon", "run", "--ready-fd", str(write_fd), "--quiet", "--log-level", log_level]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
+    if log_json:
+        argv.append("--log-json")
+    if metrics is not None:
+        argv += ["--metrics", metrics]
     out_path = settings.home / "daemon.out"
     with os.fdopen(open_append(out_path, "daemon output file"), "ab") as out:
         start_offset = os.fstat(out.fileno()).st_size  # earlier starts' errors are not this one's
