@@ -26,7 +26,8 @@ import time
 
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import OrchestratorError
-from tmux_orchestrator.lease import DaemonLease
+from tmux_orchestrator.lease import DaemonLease, holder_gone
+from tmux_orchestrator.lock import DaemonLock
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.store.base import Host, Store
 
@@ -137,3 +138,12 @@ def is_alive(host: Host, lease: float) -> bool:
     """True while ``host``'s daemon holds its lease: not stopped, not expired, heard from lately."""
     return (host.stopped_at is None and host.expired_at is None and host.silent_for is not None
             and host.silent_for <= lease)
+
+
+def daemon_serves(settings: Settings, store: Store) -> bool:
+    """True when a daemon runs this queue: this home's (it holds the home's lock), or any live host
+    of its database (another home or machine sharing it)."""
+    if DaemonLock(settings.lock_path).is_held():
+        return True
+    lease = settings.host_lease
+    return any(is_alive(host, lease) and not holder_gone(host, lease) for host in store.hosts())

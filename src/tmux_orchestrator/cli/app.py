@@ -184,6 +184,14 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     click.echo("\n".join([line.format(*headers).rstrip(), *(line.format(*r).rstrip() for r in body)]))
 
 
+def note_if_no_daemon(ctx: Context, waiting: str) -> None:
+    """Say on stderr, in one line, that no daemon runs the queue, so ``waiting`` waits for one."""
+    from tmux_orchestrator.membership import daemon_serves
+
+    if not daemon_serves(ctx.settings, ctx.store):
+        click.echo(f"tmo: no daemon is running: {waiting} until one starts (`tmo daemon start`)", err=True)
+
+
 def project_id_from_env(value: int | None, what: str) -> int:
     """``value``, else ``$TMO_PROJECT_ID`` (set inside every project session)."""
     if value is not None:
