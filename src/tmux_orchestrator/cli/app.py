@@ -104,6 +104,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "tmux_orchestrator.cli.doctor": ("doctor",),
     "tmux_orchestrator.cli.stats": ("stats",),
     "tmux_orchestrator.cli.hosts": ("hosts",),
+    "tmux_orchestrator.cli.server": ("server",),
 }
 
 
