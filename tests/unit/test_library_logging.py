@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import tmux_orchestrator
 
 _LIBRARY = """
 import logging
@@ -17,7 +20,7 @@ print("done")
 
 _CLI = """
 import logging
-from tmux_orchestrator.cli import configure_logging
+from tmux_orchestrator.cli.entry import configure_logging
 configure_logging()
 logging.getLogger("tmux_orchestrator.cleanup").warning("cannot kill %s", "build-1")
 logging.getLogger("tmux_orchestrator.cleanup").info("not shown")
@@ -40,3 +43,20 @@ def test_the_cli_prints_the_librarys_warnings_as_one_line_each() -> None:
     result = _python(_CLI)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "tmo: warning: cannot kill build-1\n"
+
+
+def test_every_module_that_logs_brings_the_null_handler_with_it() -> None:
+    """The NullHandler is added where logging is first imported (home.py), not in the package's
+    __init__ (which `tmo --version` loads alone): each module that logs must import it too."""
+    package = Path(tmux_orchestrator.__file__).parent
+    modules = sorted(
+        "tmux_orchestrator." + ".".join(path.relative_to(package).with_suffix("").parts)
+        for path in package.rglob("*.py") if "logging.getLogger(" in path.read_text()
+    )
+    assert len(modules) > 10, modules
+    check = ("import importlib, logging, sys; importlib.import_module(sys.argv[1]); "
+             "handlers = logging.getLogger('tmux_orchestrator').handlers; "
+             "sys.exit(0 if any(isinstance(h, logging.NullHandler) for h in handlers) else 3)")
+    procs = {m: subprocess.Popen([sys.executable, "-c", check, m]) for m in modules}
+    missing = [m for m, proc in procs.items() if proc.wait(timeout=60) != 0]
+    assert not missing, f"these modules log without the package's NullHandler: {missing}"
