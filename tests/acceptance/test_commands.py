@@ -169,21 +169,14 @@ def test_add_without_a_daemon_says_so_on_stderr_and_prints_only_the_id(
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
 
 
-def test_add_on_a_shared_database_counts_any_live_host_as_a_daemon(tmp_path: Path) -> None:
-    directory = tmp_path / "db"
-    directory.mkdir(mode=0o700)
-    tmp_path.chmod(0o700)
-    cluster = Cluster(f"sqlite:///{directory / 'queue.db'}")
-    try:
-        worker, client = cluster.host("worker"), cluster.host("client")
-        worker.daemon.start()
-        served = client.tmo("add", "--", "true")
-        assert served.returncode == 0 and served.stderr == "", served.stderr
-        worker.tmo.ok("daemon", "stop")
-        unserved = client.tmo("add", "--", "true")
-        assert "no daemon" in unserved.stderr, unserved.stderr
-    finally:
-        cluster.close()
+def test_add_on_a_shared_database_counts_any_live_host_as_a_daemon(cluster: Cluster) -> None:
+    worker, client = cluster.host("worker"), cluster.host("client")
+    worker.daemon.start()
+    served = client.tmo("add", "--", "true")
+    assert served.returncode == 0 and served.stderr == "", served.stderr
+    worker.tmo.ok("daemon", "stop")
+    unserved = client.tmo("add", "--", "true")
+    assert "no daemon" in unserved.stderr, unserved.stderr
 
 
 def test_list_says_when_no_daemon_runs_or_the_queue_is_paused(tmo: Tmo, daemon: DaemonControl) -> None:
