@@ -27,7 +27,6 @@ import time
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import OrchestratorError
 from tmux_orchestrator.lease import DaemonLease, holder_gone
-from tmux_orchestrator.lock import DaemonLock
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.store.base import Host, Store
 
@@ -140,10 +139,8 @@ def is_alive(host: Host, lease: float) -> bool:
             and host.silent_for <= lease)
 
 
-def daemon_serves(settings: Settings, store: Store) -> bool:
-    """True when a daemon runs this queue: this home's (it holds the home's lock), or any live host
-    of its database (another home or machine sharing it)."""
-    if DaemonLock(settings.lock_path).is_held():
-        return True
-    lease = settings.host_lease
+
+def any_host_alive(store: Store, lease: float) -> bool:
+    """True when some host's daemon runs this queue (for a database that hosts share; this home's
+    own daemon is known sooner by its lock: :meth:`DaemonLock.is_held`)."""
     return any(is_alive(host, lease) and not holder_gone(host, lease) for host in store.hosts())

@@ -187,9 +187,13 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 def note_if_no_daemon(ctx: Context, waiting: str) -> None:
     """Say on stderr, in one line, that no daemon runs the queue, so ``waiting`` waits for one."""
-    from tmux_orchestrator.membership import daemon_serves
+    from tmux_orchestrator.lock import DaemonLock
 
-    if not daemon_serves(ctx.settings, ctx.store):
+    if DaemonLock(ctx.settings.lock_path).is_held():
+        return  # this home's daemon runs: known without loading the hosts layer (`tmo add` is hot)
+    from tmux_orchestrator.membership import any_host_alive
+
+    if not any_host_alive(ctx.store, ctx.settings.host_lease):  # nor a daemon sharing the database
         click.echo(f"tmo: no daemon is running: {waiting} until one starts (`tmo daemon start`)", err=True)
 
 
