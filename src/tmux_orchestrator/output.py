@@ -73,7 +73,9 @@ class PlainText:
             if kind == "text":
                 self._write(match.group())
             elif kind == "csi":
-                self._csi(match.group("params"), match.group("csi"))
+                code = match.group("csi")
+                if code != "m":  # colours and styles, most sequences by far: nothing to apply
+                    self._csi(match.group("params"), code)
             elif kind == "esc":
                 if match.group("esc") in _LINE_ENDING_ESC:
                     self._end_line(always=False)

@@ -69,6 +69,9 @@ def test_plain_text_streams_complete_lines_and_holds_the_one_being_drawn() -> No
     assert text.feed(b"0%\r\x1b[Kprogress 2") == b""
     assert text.feed(b"0%\r\n\x1b[3") == b"progress 20%\n"
     assert text.feed(b"2mgreen\x1b[0m\n") == b"green\n"
+    # a sequence cut off after others in the same chunk is held too
+    assert text.feed(b"\x1b[1mbold\x1b[0m \x1b[K\x1b]0;ti") == b""
+    assert text.feed(b"tle\x07end\n") == b"bold end\n"
     assert text.flush() == b""
 
 
