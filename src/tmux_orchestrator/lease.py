@@ -66,14 +66,8 @@ class DaemonLease:
 
     def holder_gone(self, holder: Host) -> bool:
         """True when the daemon holding ``holder``'s lease is known to be dead."""
-        return holder_gone(holder, self.settings.host_lease)
-
-
-def holder_gone(holder: Host, host_lease: float) -> bool:
-    """True when the daemon holding ``holder``'s lease is known to be dead: on this machine, its
-    process no longer runs; on another, it has not been heard from for ``host_lease`` seconds."""
-    machine, _, rest = holder.owner.partition(":")
-    pid, _, start = rest.partition(":")
-    if machine == socket.gethostname() and pid.isdigit():
-        return not is_same_process(int(pid), start)
-    return holder.silent_for is None or holder.silent_for > host_lease
+        machine, _, rest = holder.owner.partition(":")
+        pid, _, start = rest.partition(":")
+        if machine == socket.gethostname() and pid.isdigit():
+            return not is_same_process(int(pid), start)
+        return holder.silent_for is None or holder.silent_for > self.settings.host_lease

@@ -26,7 +26,7 @@ import time
 
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import OrchestratorError
-from tmux_orchestrator.lease import DaemonLease, holder_gone
+from tmux_orchestrator.lease import DaemonLease
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.store.base import Host, Store
 
@@ -135,12 +135,4 @@ class Membership:
 
 def is_alive(host: Host, lease: float) -> bool:
     """True while ``host``'s daemon holds its lease: not stopped, not expired, heard from lately."""
-    return (host.stopped_at is None and host.expired_at is None and host.silent_for is not None
-            and host.silent_for <= lease)
-
-
-
-def any_host_alive(store: Store, lease: float) -> bool:
-    """True when some host's daemon runs this queue (for a database that hosts share; this home's
-    own daemon is known sooner by its lock: :meth:`DaemonLock.is_held`)."""
-    return any(is_alive(host, lease) and not holder_gone(host, lease) for host in store.hosts())
+    return host.is_alive(lease)

@@ -189,12 +189,15 @@ def note_if_no_daemon(ctx: Context, waiting: str) -> None:
     """Say on stderr, in one line, that no daemon runs the queue, so ``waiting`` waits for one."""
     from tmux_orchestrator.lock import DaemonLock
 
-    if DaemonLock(ctx.settings.lock_path).is_held():
-        return  # this home's daemon runs: known without loading the hosts layer (`tmo add` is hot)
-    from tmux_orchestrator.membership import any_host_alive
-
-    if not any_host_alive(ctx.store, ctx.settings.host_lease):  # nor a daemon sharing the database
-        click.echo(f"tmo: no daemon is running: {waiting} until one starts (`tmo daemon start`)", err=True)
+    settings = ctx.settings
+    if DaemonLock(settings.lock_path).is_held():
+        return  # this home's daemon runs
+    # or another home's daemon (another machine's) on a shared database: a live host. This home's
+    # own row is left out: its lock is free, so a fresh heartbeat there is a daemon that just died.
+    if any(host.is_alive(settings.host_lease) and host.runner != settings.runner
+           for host in ctx.store.hosts()):
+        return
+    click.echo(f"tmo: no daemon is running: {waiting} until one starts (`tmo daemon start`)", err=True)
 
 
 def project_id_from_env(value: int | None, what: str) -> int:

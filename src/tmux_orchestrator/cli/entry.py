@@ -15,7 +15,6 @@ from tmux_orchestrator.cli.app import cli
 from tmux_orchestrator.errors import OrchestratorError
 from tmux_orchestrator.home import use_private_umask
 from tmux_orchestrator.inputs import safe_text
-from tmux_orchestrator.redact import redact
 
 __all__ = ["configure_logging", "run"]
 
@@ -28,6 +27,8 @@ class _OneLine(logging.Formatter):
     """``tmo: warning: <message>``, like the CLI's own errors (no password of a URL, no secret)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        from tmux_orchestrator.redact import redact  # only when there is something to say
+
         return f"tmo: {record.levelname.lower()}: {redact(safe_text(record.getMessage()))}"
 
 
