@@ -97,6 +97,14 @@ class DaemonAlreadyRunning(DaemonError):
         self.pid = pid
 
 
+class ServerBusy(OrchestratorError):
+    """Projects still run in sessions of this home's tmux server, so it was not stopped."""
+
+    def __init__(self, project_ids: list[int]) -> None:
+        super().__init__(f"the tmux server still runs project(s) {', '.join(map(str, project_ids))}")
+        self.project_ids = project_ids
+
+
 class DatabaseInUse(DaemonError):
     """Another daemon (another home on this host) already runs the queue of this database."""
 

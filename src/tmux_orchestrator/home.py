@@ -31,6 +31,14 @@ from tmux_orchestrator.errors import ConfigError, ForeignServer, NoDatabase, Uns
 
 log = logging.getLogger(__name__)
 
+# A library configures no logging: its records reach whatever the program using it set up, and
+# nothing at all (not logging's last-resort output on stderr) when it set up nothing. The handler
+# belongs to the package's top logger; it is added here, not in the package's __init__, because
+# importing logging costs 11 ms that `tmo --version` should not pay, and every module that logs
+# imports this one (tests/unit/test_library_logging.py checks that). The CLI and the daemon
+# configure their own logging (cli.entry.configure_logging, logs.setup_logging).
+logging.getLogger("tmux_orchestrator").addHandler(logging.NullHandler())
+
 #: Flags every open of a file in the home carries.
 _SAFE = os.O_NOFOLLOW | os.O_CLOEXEC
 #: Mode bits of group and others.

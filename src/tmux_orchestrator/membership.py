@@ -135,5 +135,4 @@ class Membership:
 
 def is_alive(host: Host, lease: float) -> bool:
     """True while ``host``'s daemon holds its lease: not stopped, not expired, heard from lately."""
-    return (host.stopped_at is None and host.expired_at is None and host.silent_for is not None
-            and host.silent_for <= lease)
+    return host.is_alive(lease)

@@ -1,5 +1,5 @@
 """Controlling the daemon from outside: start in the background, stop, status (its systemd unit:
-:mod:`tmux_orchestrator.systemd`)."""
+:mod:`tmux_orchestrator.systemd`); and stopping this home's tmux server once the daemon is stopped."""
 
 from __future__ import annotations
 
@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tmux_orchestrator.config import Settings
-from tmux_orchestrator.errors import ConfigError, DaemonAlreadyRunning, DaemonError, DaemonNotRunning
+from tmux_orchestrator.errors import (
+    ConfigError,
+    DaemonAlreadyRunning,
+    DaemonError,
+    DaemonNotRunning,
+    ServerBusy,
+)
 from tmux_orchestrator.home import open_append, open_private, user_umask
 from tmux_orchestrator.lock import DaemonLock
+from tmux_orchestrator.processes import is_running
 
 if TYPE_CHECKING:
+    from tmux_orchestrator.orchestrator import Orchestrator
     from tmux_orchestrator.reload import LoadedConfig
 
 
@@ -55,8 +63,13 @@ def daemon_pid(settings: Settings) -> int | None:
     return DaemonLock(settings.lock_path).running_pid()
 
 
-def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout: float = 20.0) -> int:
-    """Start ``tmo daemon run`` in the background; return its pid once it is ready."""
+def start_daemon(settings: Settings, *, concurrency: int | None = None, log_json: bool = False,
+                 log_level: str = "INFO", metrics: str | None = None, timeout: float = 20.0) -> int:
+    """Start ``tmo daemon run`` in the background; return its pid once it is ready.
+
+    ``concurrency``, ``log_json``, ``log_level`` and ``metrics`` (``ADDRESS:PORT``) are the options of
+    ``tmo daemon run``. Raises :class:`DaemonAlreadyRunning` when this home's daemon runs.
+    """
     pid = daemon_pid(settings)
     if pid is not None:
         raise DaemonAlreadyRunning(pid, str(settings.lock_path))
@@ -66,9 +79,13 @@ def start_daemon(settings: Settings, *, concurrency: int | None = None, timeout:
     check_delivery_secrets(settings)  # the daemon gets our environment: say it here, not in a log
     read_fd, write_fd = os.pipe()
     argv = [sys.executable, "-m", "tmux_orchestrator", "--home", str(settings.home),
-            "daemon", "run", "--ready-fd", str(write_fd), "--quiet"]
+            "daemon", "run", "--ready-fd", str(write_fd), "--quiet", "--log-level", log_level]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
+    if log_json:
+        argv.append("--log-json")
+    if metrics is not None:
+        argv += ["--metrics", metrics]
     out_path = settings.home / "daemon.out"
     with os.fdopen(open_append(out_path, "daemon output file"), "ab") as out:
         start_offset = os.fstat(out.fileno()).st_size  # earlier starts' errors are not this one's
@@ -140,6 +157,42 @@ def reload_daemon(settings: Settings, *, timeout: float = 10.0) -> LoadedConfig:
         time.sleep(0.02)
     raise DaemonError(f"the daemon (pid {pid}) did not answer the reload within {timeout:.0f}s; "
                       f"see {settings.scheduler_log}")
+
+
+def stop_server(orch: Orchestrator, *, force: bool = False, timeout: float = 5.0) -> int | None:
+    """End this home's tmux server, the one its daemon started and that outlives the daemon.
+
+    Returns the server's pid, or None when no server runs. Only a server marked as this home's
+    (``@tmo_home``) on this home's socket is ever ended (:class:`ForeignServer` otherwise). Raises
+    :class:`DaemonAlreadyRunning` while the daemon runs, and :class:`ServerBusy` while projects run
+    in its sessions, unless ``force``: then their sessions end with the server, and the next daemon
+    finds those projects lost (retried as their ``max_retries`` allow). The sessions of ended
+    projects are saved and closed first, as ``tmo cleanup`` does.
+    """
+    from tmux_orchestrator.reconcile import classify_sessions
+
+    lock = DaemonLock(orch.settings.lock_path)
+    lock.acquire()  # refuses while the daemon runs, and keeps one from starting meanwhile
+    try:
+        if not orch.server.verify_owner():
+            return None
+        rows = classify_sessions(orch)
+        running = sorted(r.project.id for r in rows if r.state == "running" and r.project is not None)
+        if running and not force:
+            raise ServerBusy(running)
+        ended = [r for r in rows if r.state != "running"]
+        if ended:
+            orch.kill_sessions_batch(ended)
+        pid = orch.tmux.server_pid()
+        orch.server.kill_server()
+        deadline = time.monotonic() + timeout
+        while pid is not None and is_running(pid):
+            if time.monotonic() > deadline:
+                raise DaemonError(f"the tmux server (pid {pid}) did not exit within {timeout:.0f}s")
+            time.sleep(0.01)
+        return pid
+    finally:
+        lock.release()
 
 
 def _tail(path: Path, lines: int = 3, *, start: int = 0) -> str:

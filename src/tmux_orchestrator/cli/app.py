@@ -104,6 +104,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "tmux_orchestrator.cli.doctor": ("doctor",),
     "tmux_orchestrator.cli.stats": ("stats",),
     "tmux_orchestrator.cli.hosts": ("hosts",),
+    "tmux_orchestrator.cli.server": ("server",),
 }
 
 
@@ -182,6 +183,21 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     body = zip(*columns, strict=True) if columns else iter(())
     click.echo("\n".join([line.format(*headers).rstrip(), *(line.format(*r).rstrip() for r in body)]))
+
+
+def note_if_no_daemon(ctx: Context, waiting: str) -> None:
+    """Say on stderr, in one line, that no daemon runs the queue, so ``waiting`` waits for one."""
+    from tmux_orchestrator.lock import DaemonLock
+
+    settings = ctx.settings
+    if DaemonLock(settings.lock_path).is_held():
+        return  # this home's daemon runs
+    # or another home's daemon (another machine's) on a shared database: a live host. This home's
+    # own row is left out: its lock is free, so a fresh heartbeat there is a daemon that just died.
+    if any(host.is_alive(settings.host_lease) and host.runner != settings.runner
+           for host in ctx.store.hosts()):
+        return
+    click.echo(f"tmo: no daemon is running: {waiting} until one starts (`tmo daemon start`)", err=True)
 
 
 def project_id_from_env(value: int | None, what: str) -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json
 from tmux_orchestrator.daemon import Daemon
-from tmux_orchestrator.errors import DaemonNotRunning
+from tmux_orchestrator.errors import DaemonAlreadyRunning, DaemonNotRunning
 from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.logs import setup_logging
 from tmux_orchestrator.redact import redact_url
@@ -28,20 +31,33 @@ def daemon() -> None:
     """Run or control the queue daemon of this home (one per home)."""
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def daemon_options(command: F) -> F:
+    """The options of the daemon itself, taken by `daemon run` and, passed on, by `daemon start`."""
+    options = [
+        click.option("--concurrency", "-c", type=click.IntRange(min=1),
+                     help="Projects running at once (stored; default: the stored value, else 1)."),
+        click.option("--log-json", is_flag=True, help="Write scheduler.log as JSON lines."),
+        click.option("--log-level", default="INFO", show_default=True,
+                     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+        click.option("--metrics", "metrics_address", metavar="ADDRESS:PORT",
+                     help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics "
+                          "(default: `metrics` in config.toml; none)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @daemon.command()
-@click.option("--concurrency", "-c", type=click.IntRange(min=1),
-              help="Projects running at once (stored; default: the stored value, else 1).")
-@click.option("--log-json", is_flag=True, help="Write scheduler.log as JSON lines.")
+@daemon_options
 @click.option("--quiet", "-q", is_flag=True, help="Log to scheduler.log only, not stderr.")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-@click.option("--metrics", "metrics_address", metavar="ADDRESS:PORT",
-              help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics "
-                   "(default: `metrics` in config.toml; none).")
 @click.option("--ready-fd", type=int, hidden=True)
 @pass_context
-def run(ctx: Context, concurrency: int | None, log_json: bool, quiet: bool, log_level: str,
-        metrics_address: str | None, ready_fd: int | None) -> None:
+def run(ctx: Context, concurrency: int | None, log_json: bool, log_level: str,
+        metrics_address: str | None, quiet: bool, ready_fd: int | None) -> None:
     """Run the daemon in the foreground (for systemd and terminals); Ctrl-C stops it."""
     settings = ctx.settings
     settings.ensure_dirs()
@@ -57,19 +73,36 @@ def run(ctx: Context, concurrency: int | None, log_json: bool, quiet: bool, log_
 
 
 @daemon.command()
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Projects running at once.")
+@daemon_options
 @pass_context
-def start(ctx: Context, concurrency: int | None) -> None:
-    """Start the daemon in the background; returns once it is ready."""
-    pid = start_daemon(ctx.settings, concurrency=concurrency)
+def start(ctx: Context, concurrency: int | None, log_json: bool, log_level: str,
+          metrics_address: str | None) -> None:
+    """Start the daemon in the background (logging to scheduler.log only); returns once it is ready.
+    Exits 0 if it already runs."""
+    try:
+        pid = start_daemon(ctx.settings, concurrency=concurrency, log_json=log_json, log_level=log_level,
+                           metrics=metrics_address)
+    except DaemonAlreadyRunning as exc:
+        # like `systemctl start`: the wanted state holds, so this is no failure
+        click_ctx = click.get_current_context()
+        given = any(click_ctx.get_parameter_source(name) != ParameterSource.DEFAULT
+                    for name in ("concurrency", "log_json", "log_level", "metrics_address"))
+        note = "; its options are unchanged (`tmo daemon stop` first to change them)" if given else ""
+        click.echo(f"daemon already running{f' (pid {exc.pid})' if exc.pid else ''}{note}")
+        return
     click.echo(f"daemon started (pid {pid}); log: {ctx.settings.scheduler_log}")
 
 
 @daemon.command()
 @pass_context
 def stop(ctx: Context) -> None:
-    """Stop the daemon (running projects keep running; the next daemon adopts them)."""
-    pid = stop_daemon(ctx.settings)
+    """Stop the daemon (running projects keep running; the next daemon adopts them). Exits 0 if
+    none runs."""
+    try:
+        pid = stop_daemon(ctx.settings)
+    except DaemonNotRunning:
+        click.echo(f"daemon not running (home {ctx.settings.home})")
+        return
     click.echo(f"daemon stopped (pid {pid})")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -15,16 +16,35 @@ from tmux_orchestrator.errors import OrchestratorError
 from tmux_orchestrator.home import use_private_umask
 from tmux_orchestrator.inputs import safe_text
 
-__all__ = ["run"]
+__all__ = ["configure_logging", "run"]
 
 #: What click >= 8.2 raises for a group given no command (`tmo`, `tmo daemon`): it shows the help,
 #: which stays as it is. Click 8.1 prints the help itself (and ``isinstance(x, ())`` is False).
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+class _OneLine(logging.Formatter):
+    """``tmo: warning: <message>``, like the CLI's own errors (no password of a URL, no secret)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from tmux_orchestrator.redact import redact  # only when there is something to say
+
+        return f"tmo: {record.levelname.lower()}: {redact(safe_text(record.getMessage()))}"
+
+
+def configure_logging() -> None:
+    """Show the library's warnings and errors on stderr, one line each (the library itself logs
+    to a NullHandler). ``tmo daemon run`` replaces this with the daemon's logging."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLine())
+    logging.getLogger("tmux_orchestrator").addHandler(handler)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Run ``tmo`` with ``argv`` (default: the process's arguments) and exit with its code."""
     use_private_umask()  # everything tmo creates is the user's alone (docs/security.md)
+    configure_logging()
     try:
         code = cli.main(args=argv, prog_name="tmo", standalone_mode=False)
     except click.exceptions.Abort:

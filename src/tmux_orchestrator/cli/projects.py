@@ -17,6 +17,7 @@ from tmux_orchestrator.cli.app import (
     Context,
     cli,
     json_option,
+    note_if_no_daemon,
     pass_context,
     print_json,
     print_table,
@@ -141,6 +142,7 @@ def add(ctx: Context, name: str, priority: int, directory: str | None, spec: str
         print_json(project.to_dict())
     else:
         click.echo(project.id)
+    note_if_no_daemon(ctx, f"project {project.id} waits in the queue")
 
 
 def _environment(ctx: Context, env_pairs: tuple[str, ...], no_env: bool) -> dict[str, str]:
@@ -262,6 +264,7 @@ def _add_from_file(ctx: Context, path: str, defaults: dict[str, Any], as_json: b
         print_json([p.to_dict() for p in projects])
     else:
         click.echo("\n".join(str(p.id) for p in projects))
+    note_if_no_daemon(ctx, f"the {len(projects)} project(s) wait in the queue")
 
 
 def _age(when: datetime | None) -> str:
@@ -333,6 +336,10 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
             out.append(dict(zip(LIST_FIELDS, values, strict=True)))
         print_json(out)
         return
+    # Said on stderr, before the table: the table (and --json) stay what scripts parse.
+    if ctx.store.get_setting("paused", "0") == "1":
+        click.echo("tmo: the queue is paused: no project starts until `tmo resume`", err=True)
+    note_if_no_daemon(ctx, "queued projects wait")
     print_table(
         ["ID", "STATUS", "OUTCOME", "PRI", "NAME", "SESSION", "RUNTIME", "QUEUED"],
         [

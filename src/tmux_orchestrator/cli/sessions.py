@@ -24,6 +24,7 @@ from tmux_orchestrator.cli.app import (
 from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
 from tmux_orchestrator.home import open_private
 from tmux_orchestrator.inputs import safe_text
+from tmux_orchestrator.output import PlainText, last_lines, last_lines_start
 from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.reconcile import classify_sessions, is_ours
 
@@ -158,24 +159,39 @@ def cleanup_detached(ctx: Context, reason: str, ids: tuple[int, ...]) -> None:
 @click.argument("project_id", type=PROJECT_ID)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the project ends.")
 @click.option("--scrollback", is_flag=True, help="Print the scrollback saved when the session was killed.")
+@click.option("--plain", is_flag=True,
+              help="Remove terminal escapes (colours, titles, cursor moves) and apply \\r and backspace "
+                   "overwrites: readable text of a TUI program. A line is printed once it is complete.")
+@click.option("--lines", "-n", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N lines (like tail -n); with --follow, then the new output.")
 @pass_context
-def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
+def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool, plain: bool,
+         lines: int | None) -> None:
     """Print a project's complete output (raw terminal bytes, every attempt)."""
     project = ctx.existing.get(project_id)
     path = scrollback_file(ctx, project) if scrollback else ctx.settings.log_path(project_id)
-    out = sys.stdout.buffer
+    follow = follow and not scrollback
+    out = LogPrinter(sys.stdout.buffer, plain=plain)
     position = 0
     if path.exists():
         with _open_log(path) as fh:
-            while chunk := fh.read(1 << 16):
-                out.write(chunk)
+            if lines is None:
+                while chunk := fh.read(1 << 16):
+                    out.write(chunk)
+            else:
+                fh.seek(last_lines_start(fh, lines))
+                out.write_last(fh.read(), lines, final=not follow)
             position = fh.tell()
-        out.flush()
     elif not follow:
         what = "saved scrollback" if scrollback else "output"
         raise OrchestratorError(f"no {what} for project {project_id} yet ({path})")
-    if not follow or scrollback:
-        return
+    if follow:
+        _follow(ctx, project_id, path, position, out)
+    out.close()
+
+
+def _follow(ctx: Context, project_id: int, path: Path, position: int, out: LogPrinter) -> None:
+    """Print what is appended to ``path`` from ``position`` on, until the project has ended."""
     ended_at: float | None = None
     while True:
         try:
@@ -187,7 +203,6 @@ def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
                 fh.seek(position)
                 out.write(fh.read(size - position))
                 position = size
-            out.flush()
         if ended_at is None:
             try:
                 project = ctx.existing.get(project_id)
@@ -198,6 +213,34 @@ def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
         elif time.monotonic() - ended_at > 0.5:
             return
         time.sleep(0.1)
+
+
+class LogPrinter:
+    """Writes a log to a binary stream, raw or as plain text (:class:`PlainText`), flushing as it
+    goes so that a follower sees each piece at once."""
+
+    def __init__(self, stream: BinaryIO, *, plain: bool) -> None:
+        self.stream = stream
+        self.plain = PlainText() if plain else None
+
+    def write(self, data: bytes) -> None:
+        """Print ``data`` (as plain text: the lines it completes)."""
+        self.stream.write(self.plain.feed(data) if self.plain else data)
+        self.stream.flush()
+
+    def write_last(self, data: bytes, count: int, *, final: bool) -> None:
+        """Print the last ``count`` lines of ``data``: as plain text, of the lines left once escapes
+        are removed (a cursor move may have made two of one). ``final``: nothing follows."""
+        if self.plain:
+            data = self.plain.feed(data) + (self.plain.flush() if final else b"")
+        self.stream.write(last_lines(data, count))
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Print the last line of plain text, even without its newline."""
+        if self.plain:
+            self.stream.write(self.plain.flush())
+            self.stream.flush()
 
 
 def _open_log(path: Path) -> BinaryIO:

@@ -90,6 +90,12 @@ class Host:
     #: Seconds since its last heartbeat, by the database's clock (filled in when read).
     silent_for: float | None = None
 
+    def is_alive(self, lease: float) -> bool:
+        """True while its daemon holds the lease: not stopped, not expired, heard from within
+        ``lease`` seconds."""
+        return (self.stopped_at is None and self.expired_at is None and self.silent_for is not None
+                and self.silent_for <= lease)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         out = dict(self.__dict__)

@@ -242,9 +242,10 @@ class Tmux:
         return results
 
     def server_pid(self) -> int | None:
-        """Pid of the running server, or None when no server answers on the socket."""
+        """Pid of the running server, or None when no server answers on the socket (a server with
+        no session at all answers too)."""
         try:
-            out = self.run(["display-message", "-p", "-t", "=_tmo_keep:", "#{pid}"]).stdout.strip()
+            out = self.run(["display-message", "-p", "#{pid}"]).stdout.strip()
         except TmuxError:
             return None
         return int(out) if out.isdigit() else None
