@@ -5,10 +5,14 @@ Issue 13, defect 6. The documented schema is in docs/json.md.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 from acceptance.support import DaemonControl, Tmo, add_gated, wait_session
+from tmux_orchestrator.config import load_settings
+from tmux_orchestrator.orchestrator import Orchestrator
 
 #: The one time format (see tmux_orchestrator/timestamps.py).
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
@@ -20,6 +24,47 @@ def _is_time(value: Any) -> bool:
 
 def _types(data: dict[str, Any]) -> dict[str, str]:
     return {key: type(value).__name__ for key, value in data.items()}
+
+
+# -- one project schema --------------------------------------------------------------------------
+OPTIONS = ["--name", "same", "--priority", "3", "--env", "K=V", "--timeout", "2h",
+           "--retry-delay", "30s", "--max-retries", "2", "--requires", "gpu"]
+
+
+def test_add_list_show_from_file_and_the_api_give_one_project_schema(tmo: Tmo, tmp_path: Path) -> None:
+    added = json.loads(tmo.ok("add", "--json", *OPTIONS, "--", "sh", "-c", "echo 'a b'"))
+    batch = tmp_path / "batch.txt"
+    batch.write_text("sh -c \"echo 'a b'\"\n")
+    [from_file] = tmo.json("add", *OPTIONS, "--from-file", str(batch))
+    # an ended project too: every time and the outcome are set
+    ended_id = tmo.add("true", options=OPTIONS)
+    tmo.ok("cancel", str(ended_id))
+
+    listed = {p["id"]: p for p in tmo.projects()}
+    orch = Orchestrator(load_settings(tmo.home))
+    try:
+        api = {pid: orch.get(pid).to_dict() for pid in (added["id"], from_file["id"], ended_id)}
+    finally:
+        orch.close()
+    for pid in (added["id"], from_file["id"], ended_id):
+        # the same project is the same object, whichever command printed it
+        assert listed[pid] == tmo.project(pid) == api[pid], pid
+    assert added == api[added["id"]] and from_file == api[from_file["id"]]
+    # and different projects give the same keys with the same types
+    assert _types(added) == _types(from_file)
+    assert set(api[ended_id]) == set(added)
+    ended = api[ended_id]
+    assert ended["status"] == "cancelled" and _is_time(ended["completed_at"])
+    assert added["command"] == ["sh", "-c", "echo 'a b'"] and added["env"] == {"K": "V"}
+    assert (added["timeout"], added["retry_delay"], added["required_labels"]) == (7200.0, 30.0, ["gpu"])
+
+
+def test_the_documented_schema_is_the_printed_one(tmo: Tmo) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "json.md").read_text()
+    section = doc.split("## Projects", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE))
+    project = json.loads(tmo.ok("add", "--json", "--", "true"))
+    assert documented == set(project)
 
 
 # -- timestamps ----------------------------------------------------------------------------------
