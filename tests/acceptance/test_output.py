@@ -91,3 +91,32 @@ def test_every_time_printed_is_iso_8601_utc_with_microseconds(tmo: Tmo, daemon: 
     assert _is_time(hosts[0]["started_at"]) and _is_time(hosts[0]["heartbeat_at"]), hosts
     assert _is_time(tmo.json("stats")["since"])
     assert ISO.search(tmo.ok("show", str(project_id)))
+
+
+# -- doctor --json ---------------------------------------------------------------------------------
+def test_doctor_json_has_stable_keys_and_machine_values(tmo: Tmo) -> None:
+    tmo.add("true")
+    data = tmo.json("doctor")
+    assert set(data) == {"ok", "checks"} and data["ok"] is True
+    checks = {c["name"]: c for c in data["checks"]}
+    assert list(checks) == ["tmo", "tmux", "home", "config", "database", "tmux_server", "daemon"]
+    for check in data["checks"]:
+        assert set(check) == {"name", "ok", "value", "message", "details"}, check
+        assert check["ok"] is True and isinstance(check["message"], str)
+        assert isinstance(check["details"], dict)
+    assert re.fullmatch(r"\d+\.\d+\w*", checks["tmux"]["value"]), checks["tmux"]
+    assert Path(checks["tmux"]["details"]["path"]).name == "tmux"
+    assert checks["home"]["value"] == str(tmo.home) and checks["home"]["details"]["exists"] is True
+    database = checks["database"]
+    assert isinstance(database["value"], int) and database["details"]["exists"] is True
+    assert database["details"]["counts"]["queued"] == 1
+    assert database["details"]["url"].endswith("tmo.db")
+    assert checks["tmux_server"]["value"] is False
+    assert checks["tmux_server"]["details"]["owned_sessions"] == 0
+    assert checks["daemon"]["value"] is None and checks["daemon"]["details"]["running"] is False
+    assert checks["config"]["value"] is None and checks["config"]["details"]["exists"] is False
+    # the text output is what it was: one line per check, with the same labels
+    lines = tmo.ok("doctor").splitlines()
+    labels = [line[5:24].strip() for line in lines]
+    assert labels == ["tmux-orchestrator", "tmux", "home", "config", "database", "tmux server",
+                      "daemon"], lines
