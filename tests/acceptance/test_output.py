@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,14 @@ def test_doctor_json_has_stable_keys_and_machine_values(tmo: Tmo) -> None:
     labels = [line[5:24].strip() for line in lines]
     assert labels == ["tmux-orchestrator", "tmux", "home", "config", "database", "tmux server",
                       "daemon"], lines
+
+
+# -- show -------------------------------------------------------------------------------------------
+def test_show_prints_the_command_shell_quoted_and_durations_short(tmo: Tmo) -> None:
+    project_id = tmo.add("sh", "-c", "echo 'it works'", "$HOME",
+                         options=["--timeout", "4h", "--idle-timeout", "90", "--retry-delay", "30s"])
+    fields = dict(line.split(None, 1) for line in tmo.ok("show", str(project_id)).splitlines())
+    assert shlex.split(fields["command"]) == ["sh", "-c", "echo 'it works'", "$HOME"], fields
+    assert fields["command"] == shlex.join(["sh", "-c", "echo 'it works'", "$HOME"])
+    assert (fields["timeout"], fields["idle_timeout"], fields["retry_delay"]) == ("4h", "1m30s", "30s")
+    assert fields["log_file"].endswith(f"{project_id}.log")

@@ -1,4 +1,4 @@
-"""The one time format and the log formatters (issue 13, defect 6)."""
+"""The one time format, exact durations and the log formatters (issue 13, defect 6)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from tmux_orchestrator.durations import format_duration_exact, parse_duration
 from tmux_orchestrator.logs import JsonFormatter, TextFormatter
 from tmux_orchestrator.timestamps import format_epoch, format_time
 
@@ -44,3 +45,25 @@ def test_log_lines_carry_the_one_time_format() -> None:
     assert text == "2025-12-01T17:10:47.250000+00:00 INFO hello x"
     data = json.loads(JsonFormatter().format(record))
     assert data["time"] == "2025-12-01T17:10:47.250000+00:00" and data["message"] == "hello x"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0s"), (0.25, "0.25s"), (30.0, "30s"), (90.0, "1m30s"), (90.5, "1m30.5s"),
+        (3600.0, "1h"), (4 * 3600.0, "4h"), (3600.0 + 30, "1h30s"), (86400.0, "1d"),
+        (86400.0 + 3600 + 60 + 1, "1d1h1m1s"), (3650 * 86400.0, "3650d"),
+    ],
+)
+def test_format_duration_exact(seconds: float, text: str) -> None:
+    assert format_duration_exact(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "seconds", [0.0, 0.001, 0.5, 1.0, 29.999, 30.0, 59.0, 60.0, 61.5, 3599.0, 3600.1, 14400.0,
+                86399.999999, 90061.0, 123456.789, 3650 * 86400.0],
+)
+def test_format_duration_exact_round_trips(seconds: float) -> None:
+    assert parse_duration(format_duration_exact(seconds)) == pytest.approx(seconds, abs=1e-6)
+    text = format_duration_exact(seconds)
+    assert format_duration_exact(parse_duration(text)) == text

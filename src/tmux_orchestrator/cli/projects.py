@@ -22,7 +22,7 @@ from tmux_orchestrator.cli.app import (
     print_table,
     project_id_from_env,
 )
-from tmux_orchestrator.durations import format_duration, parse_duration
+from tmux_orchestrator.durations import format_duration, format_duration_exact, parse_duration
 from tmux_orchestrator.errors import InvalidBatch, OrchestratorError, UsageError
 from tmux_orchestrator.inputs import check_text, safe_text
 from tmux_orchestrator.project import Project, ProjectStatus
@@ -335,17 +335,23 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
     width = max(len(k) for k in data)
     for key, value in data.items():
         if key == "command" and isinstance(value, list):
-            value = " ".join(value)
+            value = shlex.join(value)  # as a shell reads it back: words with spaces stay one word
         if key in ("problems", "required_labels") and isinstance(value, list):
             value = ("; " if key == "problems" else ", ").join(value)
         if key == "env" and isinstance(value, dict) and value:
             # Names only: the captured environment holds API keys (`show --json` has the values).
             value = f"{len(value)} variable(s): {' '.join(sorted(value))}"
+        if key in _DURATIONS and isinstance(value, float):  # not a hand-typed value shown as stored
+            value = format_duration_exact(value)
         if value in (None, "", {}, []):
             continue
         if key == "outcome":
             value = _outcome(project)
         click.echo(f"{key.ljust(width)}  {safe_text(str(value))}")
+
+
+#: Fields of a project that are durations, shown as given (``4h``, ``1m30s``) by ``tmo show``.
+_DURATIONS = frozenset({"timeout", "idle_timeout", "retry_delay"})
 
 
 @cli.command()
