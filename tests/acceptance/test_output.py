@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from acceptance.support import DaemonControl, Tmo, add_gated, wait_session
+from acceptance.support import DaemonControl, Tmo, add_gated, poll, wait_session
 from tmux_orchestrator.config import load_settings
 from tmux_orchestrator.orchestrator import Orchestrator
 
@@ -132,3 +132,18 @@ def test_show_prints_the_command_shell_quoted_and_durations_short(tmo: Tmo) -> N
     assert fields["command"] == shlex.join(["sh", "-c", "echo 'it works'", "$HOME"])
     assert (fields["timeout"], fields["idle_timeout"], fields["retry_delay"]) == ("4h", "1m30s", "30s")
     assert fields["log_file"].endswith(f"{project_id}.log")
+
+
+# -- list -------------------------------------------------------------------------------------------
+def test_list_shows_when_a_project_waiting_for_its_retry_runs_again(
+        tmo: Tmo, daemon: DaemonControl) -> None:
+    project_id = tmo.add("false", options=["--name", "flaky", "--max-retries", "2", "--retry-delay", "1h"])
+    daemon.start()
+    def retried() -> dict[str, Any] | None:
+        project = tmo.project(project_id)
+        return project if project["status"] == "queued" and project["retry_count"] == 1 else None
+    waiting = poll(retried, timeout=30, message="the project to wait for its retry")
+    assert waiting["session_name"], waiting  # the last attempt's, long gone
+    [row] = [line for line in tmo.ok("list").splitlines() if line.split()[0] == str(project_id)]
+    assert re.search(r"\bretry in (59m\d+s|1h)\b", row), row
+    assert waiting["session_name"] not in row, row

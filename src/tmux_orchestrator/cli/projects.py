@@ -26,7 +26,7 @@ from tmux_orchestrator.durations import format_duration, format_duration_exact, 
 from tmux_orchestrator.errors import InvalidBatch, OrchestratorError, UsageError
 from tmux_orchestrator.inputs import check_text, safe_text
 from tmux_orchestrator.project import Project, ProjectStatus
-from tmux_orchestrator.store.rows import PROJECT_COLUMNS, project_dicts
+from tmux_orchestrator.store.rows import PROJECT_COLUMNS, parse_time_or_none, project_dicts
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -307,16 +307,27 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
     print_table(
         ["ID", "STATUS", "OUTCOME", "PRI", "NAME", "SESSION", "RUNTIME", "QUEUED"],
         [
-            [pid, status, _outcome_text(outcome, exit_code), priority, name, session or "",
+            [pid, status, _outcome_text(outcome, exit_code), priority, name,
+             _session_cell(status, session, not_before),
              "" if runtime is None else format_duration(runtime),
              # a hand-typed time that does not parse is shown as it is stored
              queued if age is None else format_duration(age) + " ago"]
-            for pid, status, outcome, exit_code, priority, name, session, runtime, age, queued in
-            ctx.store.list_columns(["id", "status", "outcome", "exit_code", "priority", "name",
-                                    "session_name", "runtime_s", "age_s", "enqueued_at"], wanted, limit)
+            for pid, status, outcome, exit_code, priority, name, session, runtime, age, queued, not_before
+            in ctx.store.list_columns(["id", "status", "outcome", "exit_code", "priority", "name",
+                                       "session_name", "runtime_s", "age_s", "enqueued_at", "not_before"],
+                                      wanted, limit)
         ],
     )
 
+
+def _session_cell(status: str, session: str | None, not_before: str | datetime | None) -> str:
+    """The SESSION column. A queued project's session is its last attempt's, gone: for one waiting
+    for its retry, when that starts (``retry in 30s``) instead."""
+    if status != ProjectStatus.QUEUED:
+        return session or ""
+    when = parse_time_or_none(not_before)
+    wait = 0.0 if when is None else (when - datetime.now(UTC)).total_seconds()
+    return f"retry in {format_duration(wait)}" if wait > 0 else ""
 
 
 @cli.command()
