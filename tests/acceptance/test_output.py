@@ -14,6 +14,7 @@ from typing import Any
 from acceptance.support import DaemonControl, Tmo, add_gated, poll, wait_session
 from tmux_orchestrator.config import load_settings
 from tmux_orchestrator.orchestrator import Orchestrator
+from tmux_orchestrator.testing import retry_until
 
 #: The one time format (see tmux_orchestrator/timestamps.py).
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
@@ -147,3 +148,33 @@ def test_list_shows_when_a_project_waiting_for_its_retry_runs_again(
     [row] = [line for line in tmo.ok("list").splitlines() if line.split()[0] == str(project_id)]
     assert re.search(r"\bretry in (59m\d+s|1h)\b", row), row
     assert waiting["session_name"] not in row, row
+
+
+# -- logs --scrollback --------------------------------------------------------------------------------
+def test_scrollback_of_a_project_that_exited_by_itself_says_why_there_is_none(
+        tmo: Tmo, daemon: DaemonControl) -> None:
+    project_id = tmo.add("echo", "all in the log")
+    daemon.start()
+    tmo.wait_status(project_id, "completed", timeout=30)
+    result = tmo("logs", str(project_id), "--scrollback")
+    assert result.returncode == 1, result  # as `tmo logs` of a project with no output yet
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("tmo: error: ") and "by itself" in line, line
+    assert f"`tmo logs {project_id}`" in line, line
+    assert "all in the log" in tmo.ok("logs", str(project_id))
+
+
+def test_scrollback_is_kept_per_attempt_and_shows_the_latest(tmo: Tmo, daemon: DaemonControl) -> None:
+    project_id = tmo.add("sh", "-c", 'echo "attempt $TMO_ATTEMPT here"; sleep 600',
+                         options=["--timeout", "1s", "--max-retries", "1"])
+    daemon.start()
+    tmo.wait_status(project_id, "failed", timeout=30)
+    settings = load_settings(tmo.home)
+
+    def saved() -> bool:
+        return all(settings.scrollback_path(project_id, n).exists() for n in (1, 2))
+    retry_until(saved, timeout=20, message="both attempts' scrollback")
+    assert "attempt 1 here" in settings.scrollback_path(project_id, 1).read_text()
+    shown = tmo.ok("logs", str(project_id), "--scrollback")
+    assert "attempt 2 here" in shown and "attempt 1 here" not in shown, shown

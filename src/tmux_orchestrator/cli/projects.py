@@ -342,7 +342,7 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
         print_json(data)
         return
     data["log_file"] = str(ctx.settings.log_path(project_id))
-    data["scrollback_file"] = str(ctx.settings.scrollback_path(project_id, max(1, project.attempt)))
+    data["scrollback_file"] = ctx.settings.saved_scrollback(project_id, project.attempt)
     width = max(len(k) for k in data)
     for key, value in data.items():
         if key == "command" and isinstance(value, list):

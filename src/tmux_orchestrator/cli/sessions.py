@@ -24,7 +24,7 @@ from tmux_orchestrator.cli.app import (
 from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
 from tmux_orchestrator.home import open_private
 from tmux_orchestrator.inputs import safe_text
-from tmux_orchestrator.project import Project, ProjectStatus
+from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.reconcile import classify_sessions, is_ours
 
 
@@ -128,17 +128,6 @@ def _need_terminal(project_id: int) -> None:
             f"project {project_id}'s output with `tmo logs {project_id}`")
 
 
-def scrollback_file(ctx: Context, project: Project) -> Path:
-    """The saved scrollback of the project's latest attempt that has one (one file per attempt;
-    older releases kept one ``<id>.scrollback.txt``)."""
-    for attempt in range(project.attempt, 0, -1):
-        path = ctx.settings.scrollback_path(project.id, attempt)
-        if path.exists():
-            return path
-    legacy = ctx.settings.logs_dir / f"{project.id}.scrollback.txt"
-    return legacy if legacy.exists() else ctx.settings.scrollback_path(project.id, max(1, project.attempt))
-
-
 @cli.command("_cleanup", hidden=True)
 @click.option("--reason", default="completed")
 @click.argument("ids", type=PROJECT_ID, nargs=-1)
@@ -162,7 +151,7 @@ def cleanup_detached(ctx: Context, reason: str, ids: tuple[int, ...]) -> None:
 def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
     """Print a project's complete output (raw terminal bytes, every attempt)."""
     project = ctx.existing.get(project_id)
-    path = scrollback_file(ctx, project) if scrollback else ctx.settings.log_path(project_id)
+    path = _saved_scrollback(ctx, project) if scrollback else ctx.settings.log_path(project_id)
     out = sys.stdout.buffer
     position = 0
     if path.exists():
@@ -198,6 +187,24 @@ def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool) -> None:
         elif time.monotonic() - ended_at > 0.5:
             return
         time.sleep(0.1)
+
+
+def _saved_scrollback(ctx: Context, project: Project) -> Path:
+    """The latest saved scrollback of ``project`` (one file per attempt); the error says why there
+    is none and where the output is."""
+    path = ctx.settings.saved_scrollback(project.id, project.attempt)
+    if path is not None:
+        return path
+    if project.attempt == 0:
+        raise OrchestratorError(f"project {project.id} has no saved scrollback: it has not run yet")
+    if project.status == ProjectStatus.PROCESSING:
+        why = "its session still runs (a scrollback is saved when tmo kills a session)"
+    elif project.outcome in (Outcome.EXITED, Outcome.SIGNAL):  # of its last attempt
+        why = "its session ended by itself, with its command, so there was nothing left to save"
+    else:
+        why = "a scrollback is saved only when tmo kills a session that is still open"
+    raise OrchestratorError(f"project {project.id} has no saved scrollback: {why}; its complete output "
+                            f"is in its log: `tmo logs {project.id}`")
 
 
 def _open_log(path: Path) -> BinaryIO:
