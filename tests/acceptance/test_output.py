@@ -8,10 +8,16 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from acceptance.support import DaemonControl, Tmo, add_gated, poll, wait_session
+import pytest
+
+from acceptance.support import DaemonControl, Tmo, add_gated, end_pid, poll, wait_session
 from tmux_orchestrator.config import load_settings
 from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.testing import retry_until
@@ -178,3 +184,69 @@ def test_scrollback_is_kept_per_attempt_and_shows_the_latest(tmo: Tmo, daemon: D
     assert "attempt 1 here" in settings.scrollback_path(project_id, 1).read_text()
     shown = tmo.ok("logs", str(project_id), "--scrollback")
     assert "attempt 2 here" in shown and "attempt 1 here" not in shown, shown
+
+
+# -- attach inside the user's own tmux ------------------------------------------------------------------
+Outer = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def outer_tmux(tmo: Tmo) -> Iterator[Outer]:
+    """Runs tmux commands on a private server standing for the user's own (socket in a temporary
+    directory, no configuration, the test's environment); the server is ended by its pid afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="outer-", dir="/tmp"))
+    env = {k: v for k, v in tmo.env.items() if k not in ("TMUX", "TMUX_PANE")}
+
+    def outer(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-S", str(directory / "sock"), "-f", "/dev/null", *args], env=env,
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert outer("new-session", "-d", "-s", "user", "-x", "160", "-y", "40").returncode == 0
+    try:
+        yield outer
+    finally:
+        pid = outer("display-message", "-p", "#{pid}").stdout.strip()
+        if pid.isdigit():
+            end_pid(int(pid))
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _attach_inside(outer: Outer, window: str, project_id: int) -> str:
+    """Run `tmo attach` in a new window of the outer server, wait until its client is attached,
+    send it the keys the outer tmux passes on after `C-b C-b` (`C-b`) and `d`; the window's text."""
+    outer("new-window", "-d", "-t", "user:", "-n", window,
+          f"tmo attach {project_id}; echo attach-exited-$?; exec sleep 600")
+    # the project's own output: the inner client draws it
+    retry_until(lambda: "started-nested" in outer("capture-pane", "-p", "-t", f"user:{window}").stdout,
+                timeout=20, message="the nested client to attach")
+    outer("send-keys", "-t", f"user:{window}", "C-b", "d")
+
+    def detached() -> str | None:
+        out = outer("capture-pane", "-p", "-J", "-t", f"user:{window}").stdout
+        return out if "attach-exited-0" in out else None
+    return poll(detached, timeout=20, message="the nested client to detach")
+
+
+def test_attach_inside_the_users_tmux_says_how_to_detach_the_inner_client(
+        tmo: Tmo, daemon: DaemonControl, outer_tmux: Outer) -> None:
+    daemon.start()
+    project_id, _gate = add_gated(tmo, "nested")
+    wait_session(tmo, project_id)
+
+    shown = _attach_inside(outer_tmux, "first", project_id)
+    assert "tmo: inside your own tmux: detach this session with C-b C-b d" in shown, shown
+    # a user whose own prefix is another key detaches tmo's session with C-b d
+    assert outer_tmux("set-option", "-g", "prefix", "C-a").returncode == 0
+    shown = _attach_inside(outer_tmux, "second", project_id)
+    assert "tmo: inside your own tmux (prefix C-a): detach this session with C-b d" in shown, shown
+    # tmo never touched the user's server, and the project runs on
+    assert outer_tmux("show-options", "-gv", "prefix").stdout.strip() == "C-a"
+    assert tmo.project(project_id)["status"] == "processing"
+
+
+def test_attach_outside_tmux_prints_no_hint(tmo: Tmo, daemon: DaemonControl) -> None:
+    daemon.start()
+    project_id, _gate = add_gated(tmo, "plain")
+    wait_session(tmo, project_id)
+    # no terminal here: tmux refuses to attach, but any hint would come first
+    result = tmo("attach", str(project_id))
+    assert "detach" not in result.stderr, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -95,7 +96,8 @@ def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> 
               help="If the project runs on another host, attach there: `ssh -t HOST tmo attach ID`.")
 @pass_context
 def attach(ctx: Context, project_id: int, read_only: bool, via_ssh: bool) -> None:
-    """Attach this terminal to a running project's session (detach with C-b d)."""
+    """Attach this terminal to a running project's session (detach with C-b d; inside your own
+    tmux, C-b C-b d, as a line printed first says)."""
     project = ctx.existing.get(project_id)
     if project.status == ProjectStatus.PROCESSING and not is_ours(project, ctx.settings) and project.host:
         remote = ["ssh", "-t", project.host, "tmo", "attach", str(project_id), *(["-r"] if read_only else [])]
@@ -116,6 +118,8 @@ def attach(ctx: Context, project_id: int, read_only: bool, via_ssh: bool) -> Non
     attach_cmd = ["attach-session", *(["-r"] if read_only else []), "-t", session.session_id]
     argv = ctx.existing.tmux.argv([attach_cmd])
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+    if os.environ.get("TMUX"):
+        click.echo(f"tmo: {nested_detach_hint()}", err=True)
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
 
@@ -126,6 +130,30 @@ def _need_terminal(project_id: int) -> None:
         raise OrchestratorError(
             f"`tmo attach` needs a terminal and stdin is not one; run it in a terminal, or read "
             f"project {project_id}'s output with `tmo logs {project_id}`")
+
+
+#: The prefix key of tmo's own server: it reads no configuration (``-f /dev/null``).
+TMO_PREFIX = "C-b"
+
+
+def nested_detach_hint() -> str:
+    """How to detach a client of tmo's server attached inside the user's own tmux (``$TMUX``).
+
+    The nested client is told apart by its keys, not by a prefix of its own: a prefix set on tmo's
+    server would hold for every client of the session (one attached from a plain terminal too), and
+    ``C-a``, the usual other choice, is a key the program in the pane may need (readline, agents).
+    The user's tmux is only read, never changed.
+    """
+    try:  # the user's prefix for the session we run in (-A: inherited from the global one)
+        outer = subprocess.run(["tmux", "show-options", "-Av", "prefix"], capture_output=True,
+                               text=True, timeout=5, stdin=subprocess.DEVNULL, check=False)
+        prefix = outer.stdout.strip() if outer.returncode == 0 and outer.stdout.strip() else TMO_PREFIX
+    except (OSError, subprocess.SubprocessError):
+        prefix = TMO_PREFIX  # tmux's default
+    if prefix == TMO_PREFIX:
+        return (f"inside your own tmux: detach this session with {TMO_PREFIX} {TMO_PREFIX} d "
+                f"({TMO_PREFIX} d detaches your own tmux client)")
+    return f"inside your own tmux (prefix {prefix}): detach this session with {TMO_PREFIX} d"
 
 
 @cli.command("_cleanup", hidden=True)
