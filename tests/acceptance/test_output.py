@@ -82,7 +82,7 @@ def test_every_time_printed_is_iso_8601_utc_with_microseconds(tmo: Tmo, daemon: 
     wait_session(tmo, project_id)
 
     status = daemon.status()
-    assert _is_time(status["started_at"]), status
+    assert _is_time(status["started_at"]) and _is_time(status["config_loaded_at"]), status
     text = tmo.ok("daemon", "status")
     assert ISO.search(text.splitlines()[0]), text
     [session] = tmo.sessions()
