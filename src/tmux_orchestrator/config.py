@@ -158,6 +158,16 @@ class Settings:
         """Scrollback of one attempt, saved just before its session was killed."""
         return self.logs_dir / f"{project_id}-{attempt}.scrollback.txt"
 
+    def saved_scrollback(self, project_id: int, attempt: int) -> Path | None:
+        """The scrollback of the latest attempt up to ``attempt`` that has one (older releases
+        kept one ``<id>.scrollback.txt``); None when none was saved."""
+        for number in range(attempt, 0, -1):
+            path = self.scrollback_path(project_id, number)
+            if path.exists():
+                return path
+        legacy = self.logs_dir / f"{project_id}.scrollback.txt"
+        return legacy if legacy.exists() else None
+
     def started_path(self, project_id: int, attempt: int) -> Path:
         """Left by the wrapper when an attempt's command starts: it ran, even if unrecorded."""
         return self.run_dir / f"{project_id}-{attempt}.started"

@@ -34,7 +34,8 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """A short human form of ``seconds``: ``850ms``, ``42s``, ``5m3s``, ``2h0m``."""
+    """A short human form of ``seconds``, rounded (ages, run times): ``850ms``, ``42s``, ``5m3s``,
+    ``2h0m``. For a duration given by the user, :func:`format_duration_exact`."""
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
@@ -47,3 +48,17 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h{minutes}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours}h"
+
+
+def format_duration_exact(seconds: float) -> str:
+    """``seconds`` as the user would write it, which :func:`parse_duration` reads back (to the
+    microsecond): ``4h``, ``30s``, ``1m30s``, ``1d2h``, ``2.5s``, ``0s``."""
+    micros = round(seconds * 1_000_000)
+    whole, fraction = divmod(micros, 1_000_000)
+    days, whole = divmod(whole, 86400)
+    hours, whole = divmod(whole, 3600)
+    minutes, secs = divmod(whole, 60)
+    text = "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n)
+    if secs or fraction or not text:
+        text += f"{secs}.{fraction:06d}".rstrip("0").rstrip(".") + "s"
+    return text

@@ -22,6 +22,7 @@ from tmux_orchestrator.errors import DatabaseInUse
 from tmux_orchestrator.processes import is_same_process, process_start
 from tmux_orchestrator.redact import redact_url
 from tmux_orchestrator.store.base import Host, Store
+from tmux_orchestrator.timestamps import format_time
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class DaemonLease:
         """Take the lease or raise :class:`DatabaseInUse` naming the daemon that holds it."""
         holder = self.store.register_host(self.host, holder_gone=self.holder_gone)
         if holder is not None:
-            since = holder.started_at.isoformat(timespec="seconds") if holder.started_at else "?"
+            since = format_time(holder.started_at) if holder.started_at else "?"
             raise DatabaseInUse(
                 f"database {redact_url(self.settings.database_url)} is already run as host "
                 f"{holder.name} by the daemon of home {holder.home} (pid {holder.pid}, since {since}); "

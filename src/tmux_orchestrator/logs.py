@@ -17,14 +17,22 @@ from pathlib import Path
 
 from tmux_orchestrator.home import open_append
 from tmux_orchestrator.redact import redact
+from tmux_orchestrator.timestamps import format_epoch
 
 
-class JsonFormatter(logging.Formatter):
+class TextFormatter(logging.Formatter):
+    """Lines of text whose time is in tmo's one format (:mod:`~tmux_orchestrator.timestamps`)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return format_epoch(record.created)
+
+
+class JsonFormatter(TextFormatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
         data = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -76,7 +84,7 @@ def setup_logging(log_file: Path, *, level: str = "INFO", json_lines: bool = Fal
         root.removeHandler(handler)
         handler.close()
     formatter: logging.Formatter = RedactingFormatter(
-        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+        JsonFormatter() if json_lines else TextFormatter("%(asctime)s %(levelname)s %(message)s")
     )
     _tighten_rotated(log_file)
     file_handler = PrivateRotatingFileHandler(

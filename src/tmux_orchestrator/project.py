@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tmux_orchestrator.timestamps import format_time
+
 
 class ProjectStatus(enum.StrEnum):
     """Where a project is in its life. Values are what ``project_queue.status`` holds."""
@@ -151,12 +153,15 @@ class Project:
         return [p for p in self.problems if p.split(" ", 1)[0] in _NEEDED_TO_RUN]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (timestamps as ISO 8601 UTC strings; unparsable values as stored)."""
+        """The project as JSON-ready data: the one schema every output of a project uses
+        (``tmo add/list/show --json``; documented in docs/json.md). Timestamps in the one format of
+        :mod:`~tmux_orchestrator.timestamps`; a stored value that does not parse is given as stored,
+        and ``problems`` says so."""
         out = dict(self.__dict__)
         for key in _TIME_FIELDS:
             value = out[key]
             if value is not None:
-                out[key] = value.isoformat()
+                out[key] = format_time(value)
         for key in ("status", "outcome"):
             if out[key] is not None:
                 out[key] = out[key].value

@@ -34,6 +34,7 @@ from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound, TmuxError
 from tmux_orchestrator.project import Project, ProjectStatus
 from tmux_orchestrator.store.base import Store
+from tmux_orchestrator.timestamps import format_epoch
 from tmux_orchestrator.tmux import SessionInfo
 from tmux_orchestrator.tmux.guard import Look, ServerGuard
 from tmux_orchestrator.watch import HANGUP_CODE, Watcher
@@ -70,7 +71,7 @@ class SessionRow:
             "session_name": self.session.name,
             "session_id": self.session.session_id,
             "pane_pid": self.session.pane_pid,
-            "created": self.session.created,
+            "created": format_epoch(self.session.created) if self.session.created else None,
             "attached": self.session.attached,
             "project_id": self.project_id,
             "project_status": self.project_status,

@@ -22,6 +22,7 @@ from pathlib import Path
 from tmux_orchestrator.config import Settings, config_file_digest
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.home import read_private, replace_private
+from tmux_orchestrator.timestamps import format_time
 
 #: Settings a reload applies at once: the daemon reads them each time it needs them
 #: (``history_limit`` and ``window_size`` apply to sessions started after the reload).
@@ -79,7 +80,7 @@ def apply(running: Settings, new: Settings) -> None:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return format_time(datetime.now(UTC))
 
 
 @dataclass

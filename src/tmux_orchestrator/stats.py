@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tmux_orchestrator.store.base import Event, Store
+from tmux_orchestrator.timestamps import format_time
 
 #: Settings key holding recent end-detection samples: JSON ``[[via, seconds, unix time], ...]``.
 END_DETECTION_KEY = "stats.end_detection"
@@ -166,7 +167,7 @@ def compute_stats(store: Store, *, last_events: int = 10000) -> Stats:
     return Stats(
         projects=store.counts(),
         events=len(events),
-        since=events[0].at.isoformat() if events else None,
+        since=format_time(events[0].at) if events else None,
         starts=starts,
         ends=ends,
         lingering_cleaned=kinds["lingering_cleaned"],

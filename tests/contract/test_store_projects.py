@@ -467,3 +467,23 @@ def test_bad_hand_written_values_are_kept_raw_never_raised(store: Store, backend
     assert set(project.raw) == {"command", "env", "required_labels"}
     assert len(project.runnable_problems) == 3
     assert [p.id for p in store.list_projects()] == [pid]
+
+
+def test_listed_rows_read_as_the_projects_json(store: Store, backend: Backend) -> None:
+    # `tmo list --json` reads rows with project_dicts: exactly what Project.to_dict() gives
+    from tmux_orchestrator.store.rows import PROJECT_COLUMNS, project_dicts
+
+    add(store, "plain")
+    add(store, "rich", 5, env={"K": "v \u00e9"}, timeout=7200.0, idle_timeout=1.5, retry_delay=30.0,
+        max_retries=2, pinned_host="h", required_labels=["gpu"], project_path="/tmp/\u00fc", spec_path="/s")
+    add(store, "runs")
+    ran = claim(store, host="h")  # "rich" waits for a host labelled gpu
+    store.transition(ran, S.FAILED, source="api", outcome=Outcome.EXITED, exit_code=3, error_message="boom")
+    claim(store, host="h")
+    bad = add(store, "bad")
+    backend.sql(f"UPDATE project_queue SET command = '{{\"a\": 1}}', env = '[1]', "
+                f"required_labels = '\"gpu\"' WHERE id = {bad}")
+    rows = store.list_columns(PROJECT_COLUMNS.split(", "))
+    expected = [p.to_dict() for p in store.list_projects()]
+    assert project_dicts(rows) == expected
+    assert [d["problems"] != [] for d in expected].count(True) == 1

@@ -15,6 +15,7 @@ from tmux_orchestrator.orchestrator import Orchestrator
 from tmux_orchestrator.project import ProjectStatus
 from tmux_orchestrator.store.sqlite import _ORDER, _PROJECT_COLUMNS, iso_time
 from tmux_orchestrator.testing import DaemonThread, retry_until
+from tmux_orchestrator.timestamps import format_time
 from tmux_orchestrator.tmux import SessionSpec, StartedSession
 
 
@@ -157,17 +158,17 @@ def test_list_columns_keeps_the_queue_order(orchestrator: Orchestrator, tmp_path
         assert age is not None and age >= -1
         assert (runtime is None) == (project.started_at is None)
         assert project.enqueued_at is not None
-        assert iso_time(enqueued) == project.enqueued_at.isoformat()
+        assert iso_time(enqueued) == format_time(project.enqueued_at)
 
 
-def test_iso_time_matches_the_datetime_form() -> None:
+def test_iso_time_is_the_output_format() -> None:
     from tmux_orchestrator.store.sqlite import parse_time
 
     for text in ["2026-11-25 21:13:31.177952", "2026-11-25 21:13:31.000000", "2026-11-25 21:13:31.123",
                  "2026-11-25 21:13:31", "2026-11-25T21:13:31+02:00"]:
         value = parse_time(text)
         assert value is not None
-        assert iso_time(text) == value.isoformat()
+        assert iso_time(text) == format_time(value)
     assert iso_time(None) is None and iso_time("") is None
     assert iso_time("not a time") == "not a time"
 

@@ -109,6 +109,6 @@ def test_project_to_dict_is_json_ready() -> None:
     data = project.to_dict()
     assert data["status"] == "failed"
     assert data["outcome"] == "timeout"
-    assert data["enqueued_at"] == "2024-05-06T07:08:09+00:00"
+    assert data["enqueued_at"] == "2024-05-06T07:08:09.000000+00:00"
     assert data["command"] == ["a", "b"]
     assert project.is_terminal

@@ -24,6 +24,7 @@ from tmux_orchestrator.service import (
     stop_daemon,
 )
 from tmux_orchestrator.store.base import Store
+from tmux_orchestrator.store.rows import iso_time
 
 
 @cli.group()
@@ -123,7 +124,7 @@ def status(ctx: Context, as_json: bool) -> None:
         database=redact_url(settings.database_url),
         concurrency=_host_concurrency(store, settings.host),
         paused=store.get_setting("paused", "0") == "1",
-        started_at=store.get_setting("daemon.started_at") if pid else None,
+        started_at=iso_time(store.get_setting("daemon.started_at")) if pid else None,
         counts=store.counts(),
         metrics_url=(store.get_setting("daemon.metrics_url") or None) if pid else None,
         config_changed=config.changed if config else None,

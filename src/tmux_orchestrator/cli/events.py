@@ -12,10 +12,11 @@ from tmux_orchestrator.errors import NoDatabase, UsageError
 from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.kinds import unknown_kind
 from tmux_orchestrator.store import Event, Store
+from tmux_orchestrator.timestamps import format_time
 
 
 def _text(event: Event) -> str:
-    parts = [event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], f"#{event.id}", event.kind]
+    parts = [format_time(event.at), f"#{event.id}", event.kind]
     if event.project_id is not None:
         parts.append(f"project {event.project_id} ({event.project_name})")
     if event.old_status or event.new_status:

@@ -23,11 +23,11 @@ from tmux_orchestrator.cli.app import (
     print_table,
     project_id_from_env,
 )
-from tmux_orchestrator.durations import format_duration, parse_duration
+from tmux_orchestrator.durations import format_duration, format_duration_exact, parse_duration
 from tmux_orchestrator.errors import InvalidBatch, OrchestratorError, UsageError
 from tmux_orchestrator.inputs import check_text, safe_text
 from tmux_orchestrator.project import Project, ProjectStatus
-from tmux_orchestrator.store.rows import iso_time
+from tmux_orchestrator.store.rows import PROJECT_COLUMNS, parse_time_or_none, project_dicts
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -292,26 +292,6 @@ def _outcome_text(outcome: str | None, exit_code: int | None) -> str:
     return outcome
 
 
-LIST_FIELDS = (
-    "id", "name", "status", "outcome", "exit_code", "priority", "session_name", "error_message",
-    "enqueued_at", "started_at", "completed_at", "attempt", "retry_count", "max_retries",
-    "project_path", "spec_path", "command",
-)
-
-
-def _command_value(text: Any) -> Any:
-    """The stored command as a list, or as stored when it is not one (a hand edit)."""
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return text
-    return value if isinstance(value, list) else text
-
-
-def _fields(data: dict[str, object]) -> dict[str, object]:
-    return {k: data[k] for k in LIST_FIELDS}
-
-
 @cli.command("list")
 @click.option("--status", "-s", "statuses", multiple=True, type=STATUS_CHOICE,
               help="Only projects with this status; repeatable.")
@@ -320,21 +300,12 @@ def _fields(data: dict[str, object]) -> dict[str, object]:
 @pass_context
 def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: bool) -> None:
     """List projects: running first, then queued by priority, then the most recently ended."""
-    # Only the columns shown, as plain tuples, with times converted as text (iso_time) or in SQL
-    # (age_s, runtime_s): building a Project per row made `tmo list` at 10,000 rows twice as slow.
+    # Only the columns shown, as plain tuples, with times converted in SQL (age_s, runtime_s), and
+    # the JSON form read straight from the rows: building a Project per row made `tmo list` at
+    # 10,000 rows twice as slow.
     wanted = [ProjectStatus(s) for s in statuses] or None
     if as_json:
-        rows = ctx.store.list_columns(list(LIST_FIELDS), wanted, limit)
-        times = [LIST_FIELDS.index(k) for k in ("enqueued_at", "started_at", "completed_at")]
-        command = LIST_FIELDS.index("command")
-        out = []
-        for row in rows:
-            values = list(row)
-            for i in times:
-                values[i] = iso_time(values[i])
-            values[command] = _command_value(values[command])
-            out.append(dict(zip(LIST_FIELDS, values, strict=True)))
-        print_json(out)
+        print_json(project_dicts(ctx.store.list_columns(PROJECT_COLUMNS.split(", "), wanted, limit)))
         return
     # Said on stderr, before the table: the table (and --json) stay what scripts parse.
     if ctx.store.get_setting("paused", "0") == "1":
@@ -343,15 +314,27 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
     print_table(
         ["ID", "STATUS", "OUTCOME", "PRI", "NAME", "SESSION", "RUNTIME", "QUEUED"],
         [
-            [pid, status, _outcome_text(outcome, exit_code), priority, name, session or "",
+            [pid, status, _outcome_text(outcome, exit_code), priority, name,
+             _session_cell(status, session, not_before),
              "" if runtime is None else format_duration(runtime),
              # a hand-typed time that does not parse is shown as it is stored
              queued if age is None else format_duration(age) + " ago"]
-            for pid, status, outcome, exit_code, priority, name, session, runtime, age, queued in
-            ctx.store.list_columns(["id", "status", "outcome", "exit_code", "priority", "name",
-                                    "session_name", "runtime_s", "age_s", "enqueued_at"], wanted, limit)
+            for pid, status, outcome, exit_code, priority, name, session, runtime, age, queued, not_before
+            in ctx.store.list_columns(["id", "status", "outcome", "exit_code", "priority", "name",
+                                       "session_name", "runtime_s", "age_s", "enqueued_at", "not_before"],
+                                      wanted, limit)
         ],
     )
+
+
+def _session_cell(status: str, session: str | None, not_before: str | datetime | None) -> str:
+    """The SESSION column. A queued project's session is its last attempt's, gone: for one waiting
+    for its retry, when that starts (``retry in 30s``) instead."""
+    if status != ProjectStatus.QUEUED:
+        return session or ""
+    when = parse_time_or_none(not_before)
+    wait = 0.0 if when is None else (when - datetime.now(UTC)).total_seconds()
+    return f"retry in {format_duration(wait)}" if wait > 0 else ""
 
 
 @cli.command()
@@ -359,28 +342,34 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
 @json_option
 @pass_context
 def show(ctx: Context, project_id: int, as_json: bool) -> None:
-    """Show every detail of one project."""
+    """Show every detail of one project, with its log file and saved scrollback."""
     project = ctx.existing.get(project_id)
     data = project.to_dict()
-    data["log_file"] = str(ctx.settings.log_path(project_id))
-    data["scrollback_file"] = str(ctx.settings.scrollback_path(project_id, max(1, project.attempt)))
     if as_json:
         print_json(data)
         return
+    data["log_file"] = str(ctx.settings.log_path(project_id))
+    data["scrollback_file"] = ctx.settings.saved_scrollback(project_id, project.attempt)
     width = max(len(k) for k in data)
     for key, value in data.items():
         if key == "command" and isinstance(value, list):
-            value = " ".join(value)
+            value = shlex.join(value)  # as a shell reads it back: words with spaces stay one word
         if key in ("problems", "required_labels") and isinstance(value, list):
             value = ("; " if key == "problems" else ", ").join(value)
         if key == "env" and isinstance(value, dict) and value:
             # Names only: the captured environment holds API keys (`show --json` has the values).
             value = f"{len(value)} variable(s): {' '.join(sorted(value))}"
+        if key in _DURATIONS and isinstance(value, float):  # not a hand-typed value shown as stored
+            value = format_duration_exact(value)
         if value in (None, "", {}, []):
             continue
         if key == "outcome":
             value = _outcome(project)
         click.echo(f"{key.ljust(width)}  {safe_text(str(value))}")
+
+
+#: Fields of a project that are durations, shown as given (``4h``, ``1m30s``) by ``tmo show``.
+_DURATIONS = frozenset({"timeout", "idle_timeout", "retry_delay"})
 
 
 @cli.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
 from tmux_orchestrator.home import open_private
 from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.output import PlainText, last_lines, last_lines_start
-from tmux_orchestrator.project import Project, ProjectStatus
+from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.reconcile import classify_sessions, is_ours
 
 
@@ -96,7 +97,8 @@ def cleanup(ctx: Context, dry_run: bool, pattern: str | None, as_json: bool) -> 
               help="If the project runs on another host, attach there: `ssh -t HOST tmo attach ID`.")
 @pass_context
 def attach(ctx: Context, project_id: int, read_only: bool, via_ssh: bool) -> None:
-    """Attach this terminal to a running project's session (detach with C-b d)."""
+    """Attach this terminal to a running project's session (detach with C-b d; inside your own
+    tmux, C-b C-b d, as a line printed first says)."""
     project = ctx.existing.get(project_id)
     if project.status == ProjectStatus.PROCESSING and not is_ours(project, ctx.settings) and project.host:
         remote = ["ssh", "-t", project.host, "tmo", "attach", str(project_id), *(["-r"] if read_only else [])]
@@ -117,6 +119,8 @@ def attach(ctx: Context, project_id: int, read_only: bool, via_ssh: bool) -> Non
     attach_cmd = ["attach-session", *(["-r"] if read_only else []), "-t", session.session_id]
     argv = ctx.existing.tmux.argv([attach_cmd])
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+    if os.environ.get("TMUX"):
+        click.echo(f"tmo: {nested_detach_hint()}", err=True)
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
 
@@ -129,15 +133,28 @@ def _need_terminal(project_id: int) -> None:
             f"project {project_id}'s output with `tmo logs {project_id}`")
 
 
-def scrollback_file(ctx: Context, project: Project) -> Path:
-    """The saved scrollback of the project's latest attempt that has one (one file per attempt;
-    older releases kept one ``<id>.scrollback.txt``)."""
-    for attempt in range(project.attempt, 0, -1):
-        path = ctx.settings.scrollback_path(project.id, attempt)
-        if path.exists():
-            return path
-    legacy = ctx.settings.logs_dir / f"{project.id}.scrollback.txt"
-    return legacy if legacy.exists() else ctx.settings.scrollback_path(project.id, max(1, project.attempt))
+#: The prefix key of tmo's own server: it reads no configuration (``-f /dev/null``).
+TMO_PREFIX = "C-b"
+
+
+def nested_detach_hint() -> str:
+    """How to detach a client of tmo's server attached inside the user's own tmux (``$TMUX``).
+
+    The nested client is told apart by its keys, not by a prefix of its own: a prefix set on tmo's
+    server would hold for every client of the session (one attached from a plain terminal too), and
+    ``C-a``, the usual other choice, is a key the program in the pane may need (readline, agents).
+    The user's tmux is only read, never changed.
+    """
+    try:  # the user's prefix for the session we run in (-A: inherited from the global one)
+        outer = subprocess.run(["tmux", "show-options", "-Av", "prefix"], capture_output=True,
+                               text=True, timeout=5, stdin=subprocess.DEVNULL, check=False)
+        prefix = outer.stdout.strip() if outer.returncode == 0 and outer.stdout.strip() else TMO_PREFIX
+    except (OSError, subprocess.SubprocessError):
+        prefix = TMO_PREFIX  # tmux's default
+    if prefix == TMO_PREFIX:
+        return (f"inside your own tmux: detach this session with {TMO_PREFIX} {TMO_PREFIX} d "
+                f"({TMO_PREFIX} d detaches your own tmux client)")
+    return f"inside your own tmux (prefix {prefix}): detach this session with {TMO_PREFIX} d"
 
 
 @cli.command("_cleanup", hidden=True)
@@ -169,7 +186,7 @@ def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool, plain: b
          lines: int | None) -> None:
     """Print a project's complete output (raw terminal bytes, every attempt)."""
     project = ctx.existing.get(project_id)
-    path = scrollback_file(ctx, project) if scrollback else ctx.settings.log_path(project_id)
+    path = _saved_scrollback(ctx, project) if scrollback else ctx.settings.log_path(project_id)
     follow = follow and not scrollback
     out = LogPrinter(sys.stdout.buffer, plain=plain)
     position = 0
@@ -241,6 +258,24 @@ class LogPrinter:
         if self.plain:
             self.stream.write(self.plain.flush())
             self.stream.flush()
+
+
+def _saved_scrollback(ctx: Context, project: Project) -> Path:
+    """The latest saved scrollback of ``project`` (one file per attempt); the error says why there
+    is none and where the output is."""
+    path = ctx.settings.saved_scrollback(project.id, project.attempt)
+    if path is not None:
+        return path
+    if project.attempt == 0:
+        raise OrchestratorError(f"project {project.id} has no saved scrollback: it has not run yet")
+    if project.status == ProjectStatus.PROCESSING:
+        why = "its session still runs (a scrollback is saved when tmo kills a session)"
+    elif project.outcome in (Outcome.EXITED, Outcome.SIGNAL):  # of its last attempt
+        why = "its session ended by itself, with its command, so there was nothing left to save"
+    else:
+        why = "a scrollback is saved only when tmo kills a session that is still open"
+    raise OrchestratorError(f"project {project.id} has no saved scrollback: {why}; its complete output "
+                            f"is in its log: `tmo logs {project.id}`")
 
 
 def _open_log(path: Path) -> BinaryIO:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
+from tmux_orchestrator.timestamps import format_time
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; ``at`` in ISO 8601 UTC."""
         out = dict(self.__dict__)
-        out["at"] = self.at.isoformat()
+        out["at"] = format_time(self.at)
         return out
 
 
@@ -101,7 +102,7 @@ class Host:
         out = dict(self.__dict__)
         for key in ("started_at", "heartbeat_at", "stopped_at", "expired_at"):
             if out[key] is not None:
-                out[key] = out[key].isoformat()
+                out[key] = format_time(out[key])
         return out
 
 

@@ -12,13 +12,15 @@ already parsed lists and dicts are taken too).
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.store.base import Event, Host
+from tmux_orchestrator.timestamps import format_time
 
 T = TypeVar("T")
 
@@ -60,23 +62,13 @@ def parse_time_or_none(text: str | datetime | None) -> datetime | None:
 
 
 def iso_time(text: str | datetime | None) -> str | None:
-    """A timestamp column as ``parse_time(text).isoformat()`` gives it; fast for the usual form.
-
-    ``tmo list --json`` converts three timestamps per row: doing it on the text, not through a
-    datetime, halves its time at 10,000 rows. Text that does not parse is returned as it is.
-    """
-    if not text:
-        return None
-    if isinstance(text, datetime):
-        return (parse_time(text) or text).isoformat()
-    if (len(text) == 26 and text[10] == " " and text[19] == "." and text[20:].isdigit()
-            and text[20:] != "000000" and text[:4].isdigit()):
-        return f"{text[:10]}T{text[11:]}+00:00"
+    """A timestamp column in the output format (:func:`~tmux_orchestrator.timestamps.format_time`);
+    text that does not parse is returned as it is."""
     try:
         value = parse_time(text)
     except ValueError:
-        return text
-    return value.isoformat() if value else None
+        return str(text)
+    return format_time(value) if value else None
 
 
 def row_to_project(row: Sequence[Any]) -> Project:
@@ -124,6 +116,109 @@ def row_to_project(row: Sequence[Any]) -> Project:
     )
     project.raw = raw
     return project
+
+
+def project_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """``[row_to_project(row).to_dict() for row in rows]``, twice as fast (``tmo list --json``).
+
+    :meth:`Project.to_dict` is the one definition of a project's JSON form; this gives exactly the
+    same dicts (tests hold them equal, odd values included), but reads a row whose values are all
+    in the form tmo writes straight into its dict, without the general reader's objects and
+    conversions. Any other row goes through :func:`row_to_project`.
+    """
+    out = []
+    # Hundreds of thousands of new lists and dicts, none in a cycle: the cyclic collector would
+    # scan them again and again (a fifth of the time at 10,000 rows) and free nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for row in rows:
+            try:
+                out.append(_usual_row_dict(tuple(row)))
+            except _Unusual:
+                out.append(row_to_project(row).to_dict())
+    finally:
+        if collecting:
+            gc.enable()
+    return out
+
+
+class _Unusual(Exception):
+    """A stored value not in the form tmo writes: the row is read by :func:`row_to_project`."""
+
+
+_STATUS_VALUES = frozenset(s.value for s in ProjectStatus)
+_OUTCOME_VALUES = frozenset(o.value for o in Outcome)
+
+
+def _usual_row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The JSON form of a row as tmo writes it; raises :class:`_Unusual` for any other row."""
+    (pid, name, status, priority, command, env, project_path, spec_path, session_name, session_id,
+     window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at,
+     session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout,
+     idle_timeout, host, server_instance, runner, pinned_host, required_labels) = row
+    # `type(x) is int`: a bool, a float or text in an integer column is not the usual form
+    if not (status in _STATUS_VALUES and (outcome is None or outcome in _OUTCOME_VALUES)
+            and type(priority) is int and type(attempt) is int and type(retry_count) is int
+            and type(max_retries) is int and (pane_pid is None or type(pane_pid) is int)
+            and (exit_code is None or type(exit_code) is int) and _usual_seconds(retry_delay) is not None
+            and name and _usual_text(name) and _usual_text(project_path) and _usual_text(spec_path)
+            and _usual_text(error_message) and _usual_text(pinned_host)):
+        raise _Unusual
+    argv = _json(command)
+    if not (type(argv) is list and argv and all(_usual_text(w) for w in argv)):
+        raise _Unusual
+    variables = {} if env == "{}" else _json(env)
+    if not (type(variables) is dict and all(_usual_text(k) and _usual_text(v) for k, v in variables.items())):
+        raise _Unusual
+    labels = [] if required_labels == "[]" else _json(required_labels)
+    if not (type(labels) is list and all(_usual_text(x) for x in labels)):
+        raise _Unusual
+    return {
+        "id": pid, "name": name, "status": status, "command": argv, "priority": priority,
+        "project_path": project_path, "spec_path": spec_path, "env": variables,
+        "session_name": session_name, "session_id": session_id, "window_id": window_id,
+        "pane_pid": pane_pid, "outcome": outcome, "exit_code": exit_code, "error_message": error_message,
+        "enqueued_at": _usual_time(enqueued_at), "started_at": _usual_time(started_at),
+        "completed_at": _usual_time(completed_at), "session_closed_at": _usual_time(session_closed_at),
+        "attempt": attempt, "retry_count": retry_count, "max_retries": max_retries,
+        "retry_delay": retry_delay or 0.0, "not_before": _usual_time(not_before),
+        "timeout": _usual_seconds(timeout), "idle_timeout": _usual_seconds(idle_timeout), "host": host,
+        "server_instance": server_instance, "runner": runner, "pinned_host": pinned_host,
+        "required_labels": labels, "problems": [],
+    }
+
+
+def _usual_text(value: Any) -> bool:
+    """None, or text that encodes as UTF-8."""
+    return value is None or (type(value) is str and (value.isascii() or _utf8(value)))
+
+
+def _usual_seconds(value: Any) -> float | None:
+    """A duration column as stored by tmo: None or a float that is a number."""
+    if value is None or (type(value) is float and value == value):
+        return value
+    raise _Unusual
+
+
+def _usual_time(value: Any) -> str | None:
+    """A timestamp column in the output format: the two text forms tmo writes on SQLite are
+    converted as text (once checked to be a time), the rest through a datetime."""
+    if value is None:
+        return None
+    if (type(value) is str and len(value) in (23, 26) and value[10:11] == " " and value[19:20] == "."
+            and value[20:].isdigit()):
+        try:
+            datetime.fromisoformat(value)  # a real time, no offset (taken as UTC, as stored)
+        except ValueError:
+            raise _Unusual from None
+        # now_text() writes "2026-12-01 17:10:47.123456", SQLite's strftime('%f') milliseconds
+        return f"{value[:10]}T{value[11:]}{'000' if len(value) == 23 else ''}+00:00"
+    try:
+        parsed = parse_time(value)
+    except (TypeError, ValueError):
+        raise _Unusual from None
+    return None if parsed is None else format_time(parsed)
 
 
 def _utf8(text: str) -> bool:
