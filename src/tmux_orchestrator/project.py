@@ -145,7 +145,8 @@ class Project:
     @property
     def problems(self) -> list[str]:
         """One line per stored value that does not parse, e.g. ``enqueued_at 'yesterday' is not a time``."""
-        return [f"{column} {text!r} {_WHY.get(column, 'is not valid')}" for column, text in self.raw.items()]
+        return [f"{column} {'(value not shown)' if column == 'env' else repr(text)} "
+                f"{_WHY.get(column, 'is not valid')}" for column, text in self.raw.items()]
 
     @property
     def runnable_problems(self) -> list[str]:
@@ -166,9 +167,14 @@ class Project:
             if out[key] is not None:
                 out[key] = out[key].value
         out["command"] = list(self.command)
-        out["env"] = dict(self.env)
+        # Names only: a captured environment holds API keys, which must not reach every script,
+        # log or CI output that lists projects (and made `list --json` 50 times bigger).
+        # `tmo show ID --env` prints the values; the API has them in :attr:`env`.
+        out = {("env_names" if k == "env" else k): (sorted(self.env) if k == "env" else v)
+               for k, v in out.items()}
         out["required_labels"] = list(self.required_labels)
-        raw = out.pop("raw")
+        raw = dict(out.pop("raw"))
+        raw.pop("env", None)  # its text may hold secrets too; `problems` says it is unreadable
         out.update(raw)
         out["problems"] = self.problems
         return out

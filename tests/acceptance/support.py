@@ -219,6 +219,12 @@ class Tmo:
         assert isinstance(data, dict)
         return data
 
+    def env_of(self, project_id: int) -> dict[str, str]:
+        """``tmo show ID --env --json``: the project's environment, values included."""
+        data = self.json("show", str(project_id), "--env")
+        assert isinstance(data, dict)
+        return data
+
     def projects(self, *options: str) -> list[dict[str, Any]]:
         """``tmo list --json``."""
         data = self.json("list", *options)

@@ -54,7 +54,7 @@ def test_a_project_gets_the_callers_environment_and_path(tmo: Tmo, daemon: Daemo
     assert seen["TMUX"] != "/tmp/callers-tmux,1,0"
     assert seen["SHLVL"] != "7"
     assert seen["TMO_ATTEMPT"] == "1"  # the project's own, never the caller's
-    stored = tmo.project(int(result.stdout))["env"]
+    stored = tmo.env_of(int(result.stdout))
     assert stored["FOO"] == "bar" and stored["PATH"] == caller["PATH"]
     assert not {"TERM", "TMUX", "SHLVL", "TMO_ATTEMPT", "TMO_HOME"} & set(stored)
 
@@ -72,14 +72,14 @@ def test_env_option_wins_and_no_env_keeps_the_daemons_base(tmo: Tmo, daemon: Dae
     assert _ran(tmo, int(first.stdout), overridden)["FOO"] == "from-option"
     seen = _ran(tmo, int(second.stdout), plain)
     assert seen["FOO"] == "-" and seen["KEEP_ME"] == "1"
-    assert tmo.project(int(second.stdout))["env"] == {"KEEP_ME": "1"}
+    assert tmo.env_of(int(second.stdout)) == {"KEEP_ME": "1"}
 
 
 def test_env_exclude_in_config_keeps_variables_out_of_the_database(tmo: Tmo) -> None:
     (tmo.home / "config.toml").write_text('env_exclude = ["SECRET_*", "AWS_*"]\n')
     project_id = tmo.add("true", env={"SECRET_TOKEN": "hunter2-hunter2", "AWS_KEY": "akia",
                                       "KEEP_ME": "yes"})
-    env = tmo.project(project_id)["env"]
+    env = tmo.env_of(project_id)
     assert env["KEEP_ME"] == "yes"
     assert "SECRET_TOKEN" not in env and "AWS_KEY" not in env
     assert b"hunter2-hunter2" not in (tmo.home / "tmo.db").read_bytes()
@@ -89,11 +89,11 @@ def test_from_file_captures_too_unless_no_env(tmo: Tmo) -> None:
     batch = tmo.home / "batch.txt"
     batch.write_text('true\n{"command": ["false"], "env": {"FOO": "line"}}\n')
     captured = [int(x) for x in tmo.ok("add", "--from-file", str(batch), env={"FOO": "shell"}).split()]
-    assert [tmo.project(i)["env"]["FOO"] for i in captured] == ["shell", "line"]
-    assert "PATH" in tmo.project(captured[0])["env"]
+    assert [tmo.env_of(i)["FOO"] for i in captured] == ["shell", "line"]
+    assert "PATH" in tmo.env_of(captured[0])
     bare = [int(x) for x in tmo.ok("add", "--no-env", "--from-file", str(batch),
                                    env={"FOO": "shell"}).split()]
-    assert [tmo.project(i)["env"] for i in bare] == [{}, {"FOO": "line"}]
+    assert [tmo.env_of(i) for i in bare] == [{}, {"FOO": "line"}]
 
 
 def test_dir_defaults_to_the_callers_working_directory(tmo: Tmo) -> None:
@@ -118,7 +118,7 @@ def test_a_variable_that_cannot_travel_is_skipped_with_a_warning(
     assert len(warnings) == 1 and warnings[0].startswith("tmo: warning:"), result.stderr
     assert "BAD_BYTES (not valid UTF-8)" in warnings[0] and "NOT-A-NAME" in warnings[0]
     project_id = int(result.stdout)
-    env = tmo.project(project_id)["env"]
+    env = tmo.env_of(project_id)
     assert "BAD_BYTES" not in env and "NOT-A-NAME" not in env
     assert _ran(tmo, project_id, work)["FOO"] == "bar"
 
@@ -127,7 +127,12 @@ def test_captured_values_stay_private(tmo: Tmo) -> None:
     tmo.add("true", env={"API_KEY": "sk-very-secret"})
     assert stat.S_IMODE((tmo.home / "tmo.db").stat().st_mode) == 0o600
     shown = tmo.ok("show", "1")
-    assert "sk-very-secret" not in shown  # `show` lists names; `show --json` has the values
+    assert "sk-very-secret" not in shown  # `show` lists names; `show --env` has the values
     assert "API_KEY" in shown
-    assert json.loads(tmo.ok("show", "1", "--json"))["env"]["API_KEY"] == "sk-very-secret"
-    assert db_snapshot(tmo.home).projects == 1
+    added = tmo("add", "--json", "--", "true", env={"API_KEY": "sk-very-secret"})
+    for printed in (tmo.ok("show", "1", "--json"), tmo.ok("list", "--json"), added.stdout):
+        # what scripts, logs and CI output see: names only
+        assert "sk-very-secret" not in printed and "API_KEY" in printed, printed
+    assert json.loads(tmo.ok("show", "1", "--env", "--json"))["API_KEY"] == "sk-very-secret"
+    assert "API_KEY=sk-very-secret" in tmo.ok("show", "1", "--env").splitlines()
+    assert db_snapshot(tmo.home).projects == 2

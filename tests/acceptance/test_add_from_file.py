@@ -35,10 +35,10 @@ def test_commands_and_json_lines_are_queued_in_order(tmo: Tmo) -> None:
     assert len(ids) == 3 and ids == sorted(ids)
     first, second, third = (tmo.project(i) for i in ids)
     assert first["command"] == ["echo", "hello world"] and first["priority"] == 2
-    assert first["env"] == {"A": "1"}
+    assert tmo.env_of(ids[0]) == {"A": "1"}
     assert second["name"] == "sleeper" and second["priority"] == 7
     assert second["project_path"] == str(work.resolve())
-    assert second["env"] == {"A": "1", "COLOUR": "blue"}
+    assert tmo.env_of(ids[1]) == {"A": "1", "COLOUR": "blue"}
     assert (second["timeout"], second["max_retries"], second["retry_delay"]) == (300.0, 2, 30.0)
     assert third["command"] == ["sh", "-c", "exit 3"] and third["idle_timeout"] == 90.0
     queued = [e for e in tmo.events() if e["kind"] == "queued"]

@@ -63,7 +63,8 @@ def test_add_list_show_from_file_and_the_api_give_one_project_schema(tmo: Tmo, t
     assert set(api[ended_id]) == set(added)
     ended = api[ended_id]
     assert ended["status"] == "cancelled" and _is_time(ended["completed_at"])
-    assert added["command"] == ["sh", "-c", "echo 'a b'"] and added["env"]["K"] == "V"  # over the captured
+    assert added["command"] == ["sh", "-c", "echo 'a b'"] and "K" in added["env_names"]
+    assert tmo.env_of(added["id"])["K"] == "V"  # over the captured value
     assert (added["timeout"], added["retry_delay"], added["required_labels"]) == (7200.0, 30.0, ["gpu"])
 
 

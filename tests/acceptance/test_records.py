@@ -45,7 +45,8 @@ def test_show_json_describes_one_project(tmo: Tmo) -> None:
     assert shown["name"] == "two"
     assert shown["status"] == "queued"
     assert shown["command"] == ["echo", "second"]
-    assert shown["env"] == {"COLOUR": "blue"}
+    assert shown["env_names"] == ["COLOUR"]  # names only: values may be secrets
+    assert tmo.env_of(project_id) == {"COLOUR": "blue"}
     assert shown["project_path"] == str(tmo.home.resolve())
 
 

@@ -339,11 +339,20 @@ def _session_cell(status: str, session: str | None, not_before: str | datetime |
 
 @cli.command()
 @click.argument("project_id", type=PROJECT_ID)
+@click.option("--env", "show_env", is_flag=True,
+              help="Print the project's environment, values included (API keys too), as K=V lines "
+                   "(--json: one object); the other outputs give the variable names only.")
 @json_option
 @pass_context
-def show(ctx: Context, project_id: int, as_json: bool) -> None:
+def show(ctx: Context, project_id: int, show_env: bool, as_json: bool) -> None:
     """Show every detail of one project, with its log file and saved scrollback."""
     project = ctx.existing.get(project_id)
+    if show_env:
+        if as_json:
+            print_json(dict(sorted(project.env.items())))
+        for key, value in ([] if as_json else sorted(project.env.items())):
+            click.echo(f"{key}={safe_text(shlex.quote(value))}")  # as a shell reads it back
+        return
     data = project.to_dict()
     if as_json:
         print_json(data)
@@ -356,9 +365,9 @@ def show(ctx: Context, project_id: int, as_json: bool) -> None:
             value = shlex.join(value)  # as a shell reads it back: words with spaces stay one word
         if key in ("problems", "required_labels") and isinstance(value, list):
             value = ("; " if key == "problems" else ", ").join(value)
-        if key == "env" and isinstance(value, dict) and value:
-            # Names only: the captured environment holds API keys (`show --json` has the values).
-            value = f"{len(value)} variable(s): {' '.join(sorted(value))}"
+        if key == "env_names" and isinstance(value, list) and value:
+            # Names only: the captured environment holds API keys (`--env` prints the values).
+            value = f"{len(value)} variable(s): {' '.join(value)}"
         if key in _DURATIONS and isinstance(value, float):  # not a hand-typed value shown as stored
             value = format_duration_exact(value)
         if value in (None, "", {}, []):

@@ -176,7 +176,7 @@ def _usual_row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
         raise _Unusual
     return {
         "id": pid, "name": name, "status": status, "command": argv, "priority": priority,
-        "project_path": project_path, "spec_path": spec_path, "env": variables,
+        "project_path": project_path, "spec_path": spec_path, "env_names": sorted(variables),
         "session_name": session_name, "session_id": session_id, "window_id": window_id,
         "pane_pid": pane_pid, "outcome": outcome, "exit_code": exit_code, "error_message": error_message,
         "enqueued_at": _usual_time(enqueued_at), "started_at": _usual_time(started_at),
