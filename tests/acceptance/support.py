@@ -315,7 +315,19 @@ def tmo(tmo_home: Path) -> Iterator[Tmo]:
         yield runner
     finally:
         runner.end_popens()
+        end_home_daemons(tmo_home)
         runner.end_server()
+
+
+def end_home_daemons(home: Path) -> None:
+    """End every ``tmo daemon run`` of ``home`` (a fresh home of this test's own), by pid: one a test
+    started with ``tmo daemon start`` and did not stop, or could not (a broken config.toml fails
+    ``tmo daemon stop``) would outlive the test and its deleted home."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            argv = cmdline(int(entry.name))
+            if "daemon" in argv and "run" in argv and str(home) in argv and pid_alive(int(entry.name)):
+                end_pid(int(entry.name))
 
 
 # -- the daemon -------------------------------------------------------------------------------------
@@ -389,13 +401,13 @@ class DaemonControl:
     def stop_all(self) -> None:
         """Teardown: end every daemon of this home by pid (SIGTERM, then SIGKILL)."""
         candidates = set(self.pids)
+        lock_pid = self._lock_pid()  # read directly: `tmo daemon status` fails on a broken config
+        if lock_pid is not None:
+            candidates.add(lock_pid)
         with contextlib.suppress(Exception):
             running = self.pid()
             if running is not None:
                 candidates.add(running)
-                lock_pid = self._lock_pid()
-                if lock_pid is not None:
-                    candidates.add(lock_pid)
         for pid in sorted(candidates):
             if pid_alive(pid) and self._is_ours(pid):
                 end_pid(pid)
