@@ -28,6 +28,7 @@ import logging
 import os
 import selectors
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -368,10 +369,27 @@ class Daemon:
                 return
         except FileNotFoundError:
             pass
+        if not self._check_home():
+            return
         log.warning("%s was missing; creating it again", self.settings.fifo_path)
         self.settings.ensure_dirs()
         self._open_fifo()
         self._event("run_dir_restored", str(self.settings.run_dir))
+
+    def _check_home(self) -> bool:
+        """False, and the daemon stops (exit code 1), when its home was deleted or replaced: its
+        lock file (and, on SQLite, its database) are then files nobody else can see, and living on
+        it would record projects nobody can read while another daemon may take the new home. The
+        projects keep running, as after `tmo daemon stop`."""
+        if self.lock.still_ours():
+            return True
+        message = (f"the home {self.settings.home} was deleted or replaced under the daemon "
+                   f"(its lock file {self.settings.lock_path} is gone); stopping")
+        log.error(message)
+        print(f"tmo: error: {message}", file=sys.stderr, flush=True)  # its log went with the home
+        self.exit_code = 1
+        self.stop()
+        return False
 
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -465,6 +483,9 @@ class Daemon:
             self._step("log retention", self._prune_logs)
         if now >= self._next_reconcile:
             self._next_reconcile = now + self.settings.reconcile_interval
+            self._step("check the home", self._check_home)
+            if self.stopping:
+                return
             self._step("renew the lease", self._heartbeat)
             self._step("expire dead hosts", self._expire_hosts)
             started = time.perf_counter()

@@ -49,6 +49,18 @@ class DaemonLock:
             os.close(self._fd)
             self._fd = None
 
+    def still_ours(self) -> bool:
+        """True while the lock file this process holds is still the one at its path: False once
+        the home was deleted or replaced under it (``rm -rf``, a tmp cleaner), when a second
+        daemon could take a new lock file there while this one holds a file nobody sees."""
+        if self._fd is None:
+            return False
+        try:
+            held, there = os.fstat(self._fd), os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
     def holder_pid(self) -> int | None:
         """Pid written by the current or last holder."""
         try:

@@ -4,7 +4,9 @@ disk delays what the daemon records but loses nothing, and the daemon outlives i
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -70,6 +72,28 @@ def test_deleted_logs_directory_is_recreated(tmo: Tmo, daemon: DaemonControl) ->
     second = 2
     assert tmo.wait_status(second, "completed", "failed", timeout=15)["status"] == "completed"
     assert "two" in tmo.ok("logs", str(second))
+
+
+def test_a_daemon_whose_home_was_deleted_stops_and_the_next_one_starts_afresh(
+    tmo: Tmo, daemon: DaemonControl
+) -> None:
+    # `rm -rf $TMO_HOME` (or a tmp cleaner) under a running daemon: its lock and database are
+    # files nobody can see any more. Living on, it wrote to a database that no longer exists and
+    # made the home's directories again, while a second daemon could take the new home's lock.
+    pid = daemon.start()
+    server = tmo.server_pid()
+    assert server is not None
+    try:
+        shutil.rmtree(tmo.home, ignore_errors=True)  # the daemon may make run/ again meanwhile
+        retry_until(lambda: not pid_alive(pid), timeout=15, message="the daemon to stop")
+        assert not (tmo.home / "tmo.db").exists()  # it wrote no new database there either
+        tmo.home.mkdir(mode=0o700, exist_ok=True)
+        daemon.start()
+        project = tmo.add("true", options=["--name", "afresh"])
+        assert tmo.wait_status(project, "completed", "failed", timeout=15)["status"] == "completed"
+    finally:
+        if pid_alive(server):  # the old server's socket went with the home: end it by pid
+            os.kill(server, signal.SIGKILL)
 
 
 @pytest.fixture
