@@ -15,6 +15,10 @@ from tmux_orchestrator.durations import parse_duration
 from tmux_orchestrator.errors import ConfigError
 from tmux_orchestrator.home import check_home, ensure_home, read_config
 
+#: tmux's limits: ``history-limit`` is an int, a window at most 10000 cells wide and high.
+_TMUX_INT_MAX = 2**31 - 1
+_TMUX_WINDOW_MAX = 10000
+
 #: Unix socket paths longer than this do not fit ``sockaddr_un`` on every platform (104 on macOS).
 _MAX_SOCKET_PATH = 100
 
@@ -271,6 +275,15 @@ def load_settings(home: Path | str | None = None, database_url: str | None = Non
         raise ConfigError(f"reboot_policy must be 'requeue' or 'fail', not {settings.reboot_policy!r}")
     if settings.sqlite_synchronous not in ("full", "normal"):
         raise ConfigError("sqlite_synchronous must be 'full' or 'normal'")
+    # Values tmux itself checks only when a session is made: a typo would stop every start.
+    if not 0 <= settings.history_limit <= _TMUX_INT_MAX:
+        raise ConfigError(f"history_limit must be a number of lines from 0 to {_TMUX_INT_MAX}, "
+                          f"not {settings.history_limit}")
+    width, x, height = settings.window_size.partition("x")
+    if not (x and width.isascii() and width.isdigit() and height.isascii() and height.isdigit()
+            and 1 <= int(width) <= _TMUX_WINDOW_MAX and 1 <= int(height) <= _TMUX_WINDOW_MAX):
+        raise ConfigError(f"window_size must be WIDTHxHEIGHT, each from 1 to {_TMUX_WINDOW_MAX} "
+                          f"(e.g. \"200x50\"), not {settings.window_size!r}")
     # [[hooks]], [[webhooks]], [smtp], [[emails]] are read only where they are used: by the
     # daemon (at its start and on reload, which refuse a bad table in one line), `tmo daemon
     # reload` and `tmo doctor`. Checking them in every command cost 30-40 ms of every start.

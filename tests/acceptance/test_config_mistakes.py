@@ -5,6 +5,7 @@ errors naming the known ones, and the running daemon reloads config.toml on SIGH
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -50,8 +51,8 @@ def _events_of(tmo: Tmo, kind: str) -> list[dict[str, Any]]:
         conn.close()
 
 
-@pytest.mark.parametrize("command", [("list",), ("add", "--", "true"), ("daemon", "start"),
-                                     ("events",), ("daemon", "status")])
+# (`daemon status` and `daemon stop` still work: see the test of a config broken while the daemon runs)
+@pytest.mark.parametrize("command", [("list",), ("add", "--", "true"), ("daemon", "start"), ("events",)])
 def test_an_unknown_key_is_an_error_in_every_command(tmo: Tmo, command: tuple[str, ...]) -> None:
     tmo.add("true")
     _config(tmo, 'kill_grase = "3s"\n')
@@ -154,3 +155,30 @@ def test_reload_of_a_removed_config_goes_back_to_defaults(tmo: Tmo, daemon: Daem
     assert daemon.status()["config_changed"] is True
     assert "orphan_policy" in tmo.ok("daemon", "reload")
     assert daemon.status()["config_changed"] is False
+
+
+def test_a_config_broken_while_the_daemon_runs_still_lets_the_user_stop_it(
+    tmo: Tmo, daemon: DaemonControl
+) -> None:
+    pid = daemon.start()
+    _config(tmo, 'kill_grase = "7s"\n')
+    status = tmo("daemon", "status")
+    assert status.returncode == 2 and f"running (pid {pid})" in status.stdout, status.stdout
+    assert "kill_grase" in status.stdout
+    shown = json.loads(tmo("daemon", "status", "--json").stdout)
+    assert (shown["running"], shown["pid"]) == (True, pid) and "kill_grase" in shown["config_error"]
+    stopped = tmo("daemon", "stop")
+    assert stopped.returncode == 0 and f"daemon stopped (pid {pid})" in stopped.stdout, stopped.stderr
+    assert not pid_alive(pid)
+
+
+def test_doctor_reports_a_linked_config_file_as_a_bad_check(tmo: Tmo, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.toml"
+    target.write_text('kill_grace = "1s"\n')
+    tmo.ok("add", "--", "true")  # the home exists
+    (tmo.home / "config.toml").symlink_to(target)
+    result = tmo("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1 and report["ok"] is False, result.stderr
+    (config,) = [c for c in report["checks"] if c["name"] == "config"]
+    assert config["ok"] is False and "symbolic link" in config["message"]

@@ -261,3 +261,21 @@ def test_the_default_home_is_the_xdg_state_directory(
     monkeypatch.setenv("XDG_STATE_HOME", xdg)
     monkeypatch.delenv("TMO_HOME", raising=False)
     assert default_home() == Path(expected.format(home=tmp_path))
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('window_size = "abc"', "window_size must be WIDTHxHEIGHT"),
+    ('window_size = "0x50"', "window_size must be WIDTHxHEIGHT"),
+    ('window_size = "200x99999"', "each from 1 to 10000"),
+    ('window_size = "\uff12\uff10\uff10x50"', "window_size must be WIDTHxHEIGHT"),  # fullwidth digits
+    ("history_limit = -1", "history_limit must be a number of lines from 0"),
+    ("history_limit = 99999999999999999999", "history_limit"),
+])
+def test_values_tmux_would_refuse_are_refused_when_the_config_loads(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    # tmux checks them only when a session is made: a typo used to stop every start of the daemon
+    # while `tmo doctor` said the config was fine.
+    (tmp_path / "config.toml").write_text(line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path)

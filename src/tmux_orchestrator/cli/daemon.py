@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from tmux_orchestrator.cli.app import Context, cli, json_option, pass_context, print_json
 from tmux_orchestrator.daemon import Daemon
-from tmux_orchestrator.errors import DaemonAlreadyRunning, DaemonNotRunning
+from tmux_orchestrator.errors import ConfigError, DaemonAlreadyRunning, DaemonNotRunning
 from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.logs import setup_logging
 from tmux_orchestrator.redact import redact_url
@@ -99,10 +99,13 @@ def start(ctx: Context, concurrency: int | None, log_json: bool, log_level: str,
 def stop(ctx: Context) -> None:
     """Stop the daemon (running projects keep running; the next daemon adopts them). Exits 0 if
     none runs."""
+    # Only the home's lock is needed: a config.toml broken meanwhile must not keep the user from
+    # stopping the daemon (which runs with the config it loaded).
+    settings = ctx.settings_without_config()
     try:
-        pid = stop_daemon(ctx.settings)
+        pid = stop_daemon(settings)
     except DaemonNotRunning:
-        click.echo(f"daemon not running (home {ctx.settings.home})")
+        click.echo(f"daemon not running (home {settings.home})")
         return
     click.echo(f"daemon stopped (pid {pid})")
 
@@ -112,7 +115,11 @@ def stop(ctx: Context) -> None:
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     """Show whether the daemon runs, its concurrency and the queue counts; exit 3 if stopped."""
-    settings = ctx.settings
+    try:
+        settings = ctx.settings
+    except ConfigError as exc:
+        _status_without_config(ctx, exc, as_json)
+        return
     store = ctx.existing.store
     pid = daemon_pid(settings)
     config = config_state(settings, pid)
@@ -168,6 +175,21 @@ def reload(ctx: Context) -> None:
     if loaded.restart_needed:
         click.echo(f"waiting for a daemon restart: {', '.join(loaded.restart_needed)} "
                    "(`tmo daemon stop && tmo daemon start`; projects keep running)")
+
+
+def _status_without_config(ctx: Context, error: ConfigError, as_json: bool) -> None:
+    """``tmo daemon status`` when config.toml does not load: whether the daemon runs (its lock says
+    so; it goes on with the config it loaded) and the file's error; exit 2. The queue is not shown:
+    the broken file may be the one that names its database."""
+    pid = daemon_pid(ctx.settings_without_config())
+    message = safe_text(str(error))
+    if as_json:
+        print_json({"running": pid is not None, "pid": pid, "config_error": message})
+    else:
+        state = f"running (pid {pid}), with the config it loaded" if pid else "not running"
+        click.echo(f"daemon:      {state}")
+        click.echo(f"config:      does not load: {message}")
+    raise click.exceptions.Exit(2)
 
 
 def _host_concurrency(store: Store, name: str) -> int:

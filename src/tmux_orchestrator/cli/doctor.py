@@ -51,8 +51,10 @@ def doctor(ctx: Context, as_json: bool) -> None:
     try:
         settings = ctx.settings
         config_error = None
-    except UnsafePath:
-        raise  # a home or file others control: refused in one line, as by every command
+    except UnsafePath as exc:
+        settings = ctx.settings_without_config()
+        settings.check_dirs()  # a home others control: refused in one line, as by every command
+        config_error = str(exc)  # config.toml itself (a link, not ours): a BAD check, as below
     except ConfigError as exc:  # reported as a check; the others still run, on the defaults
         config_error = str(exc)
         settings = ctx.settings_without_config()
