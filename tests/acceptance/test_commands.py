@@ -80,6 +80,13 @@ def test_server_stop_ends_this_homes_tmux_server_after_daemon_stop(tmo: Tmo, dae
     assert "not running" in again.stdout, again.stdout
 
 
+def test_server_stop_in_a_home_never_used_says_no_server_runs(tmo: Tmo) -> None:
+    result = tmo("server", "stop")  # as `tmo daemon stop` there: exit 0, and nothing created
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert "not running" in result.stdout
+    assert not (tmo.home / "tmo.db").exists()
+
+
 def test_server_stop_refuses_while_the_daemon_runs(tmo: Tmo, daemon: DaemonControl) -> None:
     daemon.start()
     server = tmo.server_pid()

@@ -26,6 +26,9 @@ def stop(ctx: Context, force: bool) -> None:
     server on this home's socket marked as this home's is ever ended.
     """
     socket = ctx.settings.socket_path
+    if not socket.exists():  # nothing answers there (and a home never used has no database either)
+        click.echo(f"tmux server not running (socket {socket})")
+        return
     try:
         pid = stop_server(ctx.existing, force=force)
     except DaemonAlreadyRunning as exc:
