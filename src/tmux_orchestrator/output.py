@@ -32,7 +32,9 @@ _TOKEN = re.compile(
 _PARTIAL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)")
 #: An unfinished sequence longer than this is no sequence: its ESC is dropped, the rest printed.
 _MAX_HELD = 1 << 16
-#: A line longer than this (a program that never writes a newline) is printed in pieces this long.
+#: A line longer than this (a program that never writes a newline) is printed in pieces this long,
+#: as a terminal this wide would wrap it; a cursor move stops at its last column, as at the right
+#: margin. So what is printed is bounded by what was read, whatever number a sequence carries.
 _MAX_LINE = 1 << 16
 #: CSI finals that move the cursor to another line (up, down, next, previous, position, row) or
 #: clear the screen: the line drawn so far is finished.
@@ -90,14 +92,16 @@ class PlainText:
             # kind None: a complete OSC, DCS ... string, dropped
 
     def _write(self, text: str) -> None:
-        line, col = self._line, self._col
-        if col >= len(line):
-            line = line + " " * (col - len(line)) + text
-        else:  # drawn over what is there (after \r, a backspace or a cursor move)
-            line = line[:col] + text + line[col + len(text):]
-        self._line, self._col = line, col + len(text)
-        if len(line) > _MAX_LINE:
-            self._end_line(always=True)
+        while text:
+            if self._col >= _MAX_LINE:  # the line is full: what follows starts the next piece
+                self._end_line(always=True)
+            line, col = self._line, self._col
+            piece, text = text[: _MAX_LINE - col], text[_MAX_LINE - col:]
+            if col >= len(line):
+                line = line + " " * (col - len(line)) + piece
+            else:  # drawn over what is there (after \r, a backspace or a cursor move)
+                line = line[:col] + piece + line[col + len(piece):]
+            self._line, self._col = line, col + len(piece)
 
     def _control(self, char: str) -> None:
         if char in "\n\v\f":
@@ -111,8 +115,10 @@ class PlainText:
     def _csi(self, params: str, final: str) -> None:
         if params[:1] in ("<", "=", ">", "?"):
             return  # private modes (cursor shown, alternate screen, ...): nothing on the line
-        first = params.split(";", 1)[0]
-        n = int(first) if first.isdigit() else 0
+        # Only the first parameter is used; a number past the line is as good as the line's end
+        # (and converting thousands of digits would raise).
+        first = params.split(";", 1)[0].lstrip("0")
+        n = (int(first) if len(first) <= 6 else _MAX_LINE) if first.isdigit() else 0
         if final in _LINE_ENDING_CSI:
             self._end_line(always=False)
         elif final == "K":  # erase in line: to its end, from its start, or all of it
@@ -123,11 +129,11 @@ class PlainText:
             else:
                 self._line = ""
         elif final == "C":
-            self._col += max(n, 1)
+            self._col = min(self._col + max(n, 1), _MAX_LINE - 1)
         elif final == "D":
             self._col = max(0, self._col - max(n, 1))
         elif final in "G`":
-            self._col = max(n, 1) - 1
+            self._col = min(max(n, 1), _MAX_LINE) - 1
 
     def _end_line(self, *, always: bool) -> None:
         """Print the line drawn so far (trailing blanks are invisible on a terminal: dropped).

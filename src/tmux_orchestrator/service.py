@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,9 +104,16 @@ def start_daemon(settings: Settings, *, concurrency: int | None = None, log_json
     finally:
         os.close(read_fd)
     if b"ready" not in answer:
+        if ready:  # the pipe closed unanswered: the daemon is exiting, its exit code follows
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
         code = proc.poll()
         if code is None:
             proc.terminate()
+        elif DaemonLock(settings.lock_path).is_held():
+            # It lost the lock to a daemon started meanwhile (a concurrent `tmo daemon start`):
+            # that one runs, as if it had been found running above.
+            raise DaemonAlreadyRunning(_holder_pid(settings), str(settings.lock_path))
         tail = _tail(out_path, start=start_offset)
         raise DaemonError(
             f"the daemon did not start{'' if code is None else f' (exit code {code})'}: {tail}"
@@ -111,21 +121,54 @@ def start_daemon(settings: Settings, *, concurrency: int | None = None, log_json
     return proc.pid
 
 
-def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
-    """Send SIGTERM to this home's daemon and wait until it has released its lock."""
+def _holder_pid(settings: Settings, *, wait: float = 2.0) -> int | None:
+    """Pid of the daemon holding this home's lock. One that has just taken it may not have written
+    its pid yet (the file is empty or names an earlier daemon): it gets ``wait`` seconds to."""
     lock = DaemonLock(settings.lock_path)
-    pid = lock.running_pid()
-    if pid is None:
-        raise DaemonNotRunning(
-            f"no daemon is running for {settings.home} (start one with `tmo daemon start`)"
-        )
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not lock.is_held():
-            return pid
-        time.sleep(0.02)
+    deadline = time.monotonic() + wait
+    while (pid := lock.holder_pid()) is None or not is_running(pid):
+        if time.monotonic() > deadline or not lock.is_held():
+            break
+        time.sleep(0.01)
+    return pid
+
+
+def stop_daemon(settings: Settings, *, timeout: float = 10.0) -> int:
+    """Send SIGTERM to this home's daemon and wait until it has released its lock.
+
+    Stops take turns: a concurrent second stop waits for the first, then finds no daemon
+    (:class:`DaemonNotRunning`) rather than reporting the same stop.
+    """
+    lock = DaemonLock(settings.lock_path)
+    with _one_at_a_time(settings.home):
+        pid = lock.running_pid()
+        if pid is None:
+            raise DaemonNotRunning(
+                f"no daemon is running for {settings.home} (start one with `tmo daemon start`)"
+            )
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not lock.is_held():
+                return pid
+            time.sleep(0.02)
     raise DaemonError(f"daemon pid {pid} did not stop within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def _one_at_a_time(home: Path) -> Iterator[None]:
+    """Hold an ``flock`` on the home directory (not ``daemon.lock``: the daemon holds that one);
+    a home that does not exist has no daemon to take turns over."""
+    try:
+        fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed, or when this process dies
+        yield
+    finally:
+        os.close(fd)
 
 
 def reload_daemon(settings: Settings, *, timeout: float = 10.0) -> LoadedConfig:

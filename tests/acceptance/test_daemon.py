@@ -123,3 +123,39 @@ def test_concurrency_is_stored_and_shown_by_status(tmo: Tmo, daemon: DaemonContr
     assert daemon.status()["concurrency"] == 3, "the stored value is shown even when stopped"
     daemon.start()
     assert daemon.status()["concurrency"] == 3, "a start without --concurrency keeps the stored value"
+
+
+def _run_together(tmo: Tmo, *args: str) -> list[tuple[int, str, str]]:
+    """Run ``tmo args`` twice as concurrent processes; (exit code, stdout, stderr) of each."""
+    procs = [tmo.popen(*args) for _ in range(2)]
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=60)
+        results.append((proc.returncode, stdout.strip(), stderr.strip()))
+    return results
+
+
+def test_two_concurrent_daemon_starts_both_succeed_naming_one_daemon(
+        tmo: Tmo, daemon: DaemonControl) -> None:
+    """The start that loses the race for the lock reports the winner, as a second start does."""
+    for _ in range(5):
+        results = _run_together(tmo, "daemon", "start")
+        assert [code for code, _, _ in results] == [0, 0], results
+        assert not any(stderr for _, _, stderr in results), results
+        started = [out for _, out, _ in results if out.startswith("daemon started (pid ")]
+        assert len(started) == 1, results
+        pid = daemon.pid()
+        assert pid is not None and f"(pid {pid})" in started[0]
+        daemon.pids.add(pid)
+        assert f"daemon already running (pid {pid})" in [out for _, out, _ in results], results
+        tmo.ok("daemon", "stop")
+
+
+def test_two_concurrent_daemon_stops_stop_it_once(tmo: Tmo, daemon: DaemonControl) -> None:
+    """One stop stops the daemon; the other finds none running. Both exit 0."""
+    for _ in range(5):
+        pid = daemon.start()
+        results = sorted(_run_together(tmo, "daemon", "stop"))
+        assert [code for code, _, _ in results] == [0, 0], results
+        assert [out.split(" (")[0] for _, out, _ in results] == ["daemon not running", "daemon stopped"]
+        assert f"daemon stopped (pid {pid})" in [out for _, out, _ in results]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tmux_orchestrator.output import PlainText, last_lines, last_lines_start
+from tmux_orchestrator.output import _MAX_LINE, PlainText, last_lines, last_lines_start
 
 
 def plain(data: bytes) -> bytes:
@@ -137,3 +137,40 @@ def test_last_lines_of_a_big_log_read_only_its_end(tmp_path: Path) -> None:
         start = last_lines_start(fh, 2)
         assert fh.read_bytes <= 1 << 16
     assert start == path.stat().st_size - len(b"second to last\nlast\n")
+
+
+def plain_in_chunks(data: bytes, size: int) -> bytes:
+    """``data`` fed in chunks of ``size`` bytes (what ``tmo logs`` reads at a time)."""
+    text = PlainText()
+    return b"".join(text.feed(data[i : i + size]) for i in range(0, len(data), size)) + text.flush()
+
+
+@pytest.mark.parametrize("size", [1 << 10, _MAX_LINE - 1, _MAX_LINE, 1 << 17, 1 << 20, 1 << 30])
+def test_plain_text_cuts_an_over_long_line_into_pieces_of_the_line_limit(size: int) -> None:
+    """Whatever is read at a time, a line longer than the limit is split at the limit, and its end
+    (a newline right after a piece) makes no empty line."""
+    long, exact = 3 * _MAX_LINE + 100, 2 * _MAX_LINE
+    data = b"x" * long + b"\n" + b"y" * exact + b"\nlast\n"
+    expected = [b"x" * _MAX_LINE] * 3 + [b"x" * 100] + [b"y" * _MAX_LINE] * 2 + [b"last"]
+    assert plain_in_chunks(data, size).split(b"\n")[:-1] == expected
+    assert last_lines(plain_in_chunks(data, size), 2) == b"y" * _MAX_LINE + b"\nlast\n"
+
+
+def test_plain_text_of_a_line_exactly_the_limit_long_is_one_line() -> None:
+    assert plain(b"z" * _MAX_LINE + b"\nnext\n") == b"z" * _MAX_LINE + b"\nnext\n"
+    # drawn over at its end (a progress bar at the limit): still one line
+    assert plain(b"z" * _MAX_LINE + b"\rA\n") == b"A" + b"z" * (_MAX_LINE - 1) + b"\n"
+
+
+@pytest.mark.parametrize(
+    "move",
+    [b"\x1b[50000000C", b"\x1b[9999999999999C", b"\x1b[" + b"9" * 5000 + b"C",
+     b"\x1b[50000000G", b"\x1b[9999999999999`", b"\x1b[" + b"0" * 5000 + b"70000G"],
+)
+def test_plain_text_cursor_moves_stop_at_the_line_limit(move: bytes) -> None:
+    """A cursor move past the limit stops in its last column, as a terminal's cursor stops at the
+    right margin: the output stays bounded by the input plus one line, whatever the number."""
+    data = b"before\n" + move + b"x\nafter\n"
+    expected = b"before\n" + b" " * (_MAX_LINE - 1) + b"x\nafter\n"
+    assert plain(data) == expected
+    assert plain_in_chunks(data, 7) == expected

@@ -178,7 +178,8 @@ def cleanup_detached(ctx: Context, reason: str, ids: tuple[int, ...]) -> None:
 @click.option("--scrollback", is_flag=True, help="Print the scrollback saved when the session was killed.")
 @click.option("--plain", is_flag=True,
               help="Remove terminal escapes (colours, titles, cursor moves) and apply \\r and backspace "
-                   "overwrites: readable text of a TUI program. A line is printed once it is complete.")
+                   "overwrites: readable text of a TUI program. A line is printed once it is complete; one "
+                   "longer than 65536 characters is split into lines that long.")
 @click.option("--lines", "-n", type=click.IntRange(min=0), metavar="N",
               help="Only the last N lines (like tail -n); with --follow, then the new output.")
 @pass_context
