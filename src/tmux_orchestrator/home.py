@@ -23,6 +23,7 @@ import errno
 import logging
 import os
 import pwd
+import shlex
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -304,6 +305,21 @@ def open_owned(path: Path | str, flags: int, what: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def log_closed_marker(path: Path) -> Path:
+    """The file a pane's pipe leaves beside its log ``path`` once it has written the last of the
+    pane's output (``<id>.log.closed``): the end of a project is recorded when its session is
+    gone, while up to a pipe's worth of output may still be on its way to the log."""
+    return path.with_name(path.name + ".closed")
+
+
+def log_pipe_command(path: Path) -> str:
+    """The ``pipe-pane`` command for a log: append the pane's output to ``path`` (made safe first,
+    :func:`prepare_log_file`), then leave :func:`log_closed_marker` once the pipe is drained."""
+    log = prepare_log_file(path)
+    log_closed_marker(path).unlink(missing_ok=True)
+    return f"cat >> {shlex.quote(str(log))}; : > {shlex.quote(str(log_closed_marker(path)))}"
 
 
 def prepare_log_file(path: Path) -> Path:

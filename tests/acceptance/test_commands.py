@@ -4,13 +4,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from acceptance.hosts import Cluster
-from acceptance.support import TMO, DaemonControl, Tmo, add_gated, pid_alive, wait_session
+from acceptance.support import TMO, DaemonControl, Tmo, add_gated, pid_alive, poll, wait_session
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -244,3 +248,39 @@ def test_the_completion_the_readme_documents_works(tmo: Tmo) -> None:
                             timeout=30, check=False, env=tmo.env, stdin=subprocess.DEVNULL)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.split() == ["daemon"], answer
+
+
+def _log_writer(log: Path) -> int | None:
+    """The pid of the ``cat`` tmux pipes the pane into ``log`` with."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and (entry / "comm").read_text().strip() == "cat"
+                    and os.readlink(entry / "fd" / "1") == str(log)):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_logs_right_after_the_end_prints_the_whole_output(tmo: Tmo, daemon: DaemonControl) -> None:
+    # The end is recorded once the session is gone, while up to a pipe's worth of the last output
+    # may still be on its way to the log (its writer was slow: a busy machine). `tmo logs` waits
+    # for the writer to finish (it leaves a marker), so a script that reads the log of a project
+    # it saw end gets all of it.
+    work = tmo.home / "work"
+    work.mkdir()
+    project_id = tmo.add("sh", "-c", "while [ ! -e gate ]; do sleep 0.05; done; seq 1 5000",
+                         options=["--dir", str(work)])
+    daemon.start()
+    wait_session(tmo, project_id)
+    writer = poll(lambda: _log_writer(tmo.home / "logs" / f"{project_id}.log"), timeout=10)
+    os.kill(writer, signal.SIGSTOP)  # 24 KB: fits in the pipe, so the session still ends
+    try:
+        (work / "gate").touch()
+        tmo.wait_status(project_id, "completed", timeout=30)
+        threading.Timer(1.0, os.kill, (writer, signal.SIGCONT)).start()
+        printed = tmo.ok("logs", str(project_id), "-n", "1")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer, signal.SIGCONT)
+    assert printed.replace("\r", "") == "5000\n", repr(printed[-40:])

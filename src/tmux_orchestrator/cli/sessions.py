@@ -23,7 +23,7 @@ from tmux_orchestrator.cli.app import (
     print_table,
 )
 from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
-from tmux_orchestrator.home import open_private
+from tmux_orchestrator.home import log_closed_marker, open_private
 from tmux_orchestrator.inputs import safe_text
 from tmux_orchestrator.output import PlainText, last_lines, last_lines_start
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
@@ -191,6 +191,8 @@ def logs(ctx: Context, project_id: int, follow: bool, scrollback: bool, plain: b
     follow = follow and not scrollback
     out = LogPrinter(sys.stdout.buffer, plain=plain)
     position = 0
+    if not scrollback and not follow:
+        _wait_until_written(project, path)
     if path.exists():
         with _open_log(path) as fh:
             if lines is None:
@@ -227,10 +229,31 @@ def _follow(ctx: Context, project_id: int, path: Path, position: int, out: LogPr
             except ProjectNotFound:
                 return
             if project.status not in (ProjectStatus.QUEUED, ProjectStatus.PROCESSING):
-                ended_at = time.monotonic()  # keep reading briefly: the pipe may still drain
-        elif time.monotonic() - ended_at > 0.5:
+                _wait_until_written(project, path)
+                ended_at = time.monotonic()  # one more read: what the pipe wrote meanwhile
+                continue
+        else:
             return
         time.sleep(0.1)
+
+
+#: The longest `tmo logs` waits for the pipe of a project that just ended to write its last output.
+WRITER_WAIT = 3.0
+
+
+def _wait_until_written(project: Project, path: Path) -> None:
+    """For a project whose session ended a moment ago, wait (at most :data:`WRITER_WAIT`) until the
+    pane's pipe has written the last of its output to ``path``, as the marker it leaves then says
+    (:func:`~tmux_orchestrator.home.log_closed_marker`): the end is recorded once the session is
+    gone, with up to a pipe's worth of output (64 KB) still on its way."""
+    ended = project.session_closed_at or project.completed_at
+    if (not project.status.is_terminal or project.session_id is None or ended is None
+            or not path.exists() or (datetime.now(UTC) - ended).total_seconds() > 60):
+        return
+    marker = log_closed_marker(path)
+    deadline = time.monotonic() + WRITER_WAIT
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 class LogPrinter:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from tmux_orchestrator.errors import ServerNotRunning, SessionNotFound, TmuxError
-from tmux_orchestrator.home import prepare_log_file
+from tmux_orchestrator.home import log_pipe_command
 from tmux_orchestrator.naming import is_safe_session_name
 from tmux_orchestrator.processes import is_running
 from tmux_orchestrator.tmux.client import MAX_CHAIN_BYTES, Tmux
@@ -289,7 +288,7 @@ class OrchestratorServer:
         self, name: str, project_id: int, cwd: str, argv: list[str], log_path: Path
     ) -> list[list[str]]:
         """new-session, its two tags and its pipe-pane: one command list, so no output is missed."""
-        pipe = f"exec cat >> {shlex.quote(str(prepare_log_file(log_path)))}"  # no link (security.md)
+        pipe = log_pipe_command(log_path)  # no link (security.md); a marker once drained
         return [
             ["new-session", "-d", "-s", name, "-P", "-F",
              "#{session_id} #{window_id} #{pane_pid} #{pid}.#{start_time}",
@@ -466,7 +465,7 @@ class OrchestratorServer:
         closed, a new one opened, in one command list."""
         if not is_safe_session_name(name):
             raise TmuxError(f"refusing unsafe session name {name!r}")
-        pipe = f"exec cat >> {shlex.quote(str(prepare_log_file(log_path)))}"
+        pipe = log_pipe_command(log_path)
         self.tmux.run(["pipe-pane", "-t", f"={name}:"], ["pipe-pane", "-t", f"={name}:", "-o",
                                                          _format_literal(pipe)])
 
