@@ -4,9 +4,10 @@ It puts its terminal in raw mode, asks for bracketed paste (``ESC[?2004h``), dra
 what is typed so far, and on Enter (outside a paste) writes the submitted text to OUT_FILE as one
 JSON line: so a test checks it byte for byte, and counts it. Inside a paste a CR is a newline (a
 terminal pastes LF as CR), as real agents read it. Control keys outside a paste are written as
-``{"key": "C-x"}``. It creates READY_FILE once it reads input.
+``{"key": "C-x"}``. It creates READY_FILE once it reads input. With DROP_ENTERS it ignores that
+many first Enters, as an agent busy settling a paste does (the sender must press Enter again).
 
-Usage: fake_agent.py OUT_FILE READY_FILE
+Usage: fake_agent.py OUT_FILE READY_FILE [DROP_ENTERS]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ PASTE_START = b"\x1b[200~"
 PASTE_END = b"\x1b[201~"
 
 
-def main(out_path: str, ready_path: str) -> None:
+def main(out_path: str, ready_path: str, drop_enters: int = 0) -> None:
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     tty.setraw(fd)
@@ -52,6 +53,8 @@ def main(out_path: str, ready_path: str) -> None:
                 byte, pending = pending[:1], pending[1:]
                 if pasting:
                     line += b"\n" if byte == b"\r" else byte
+                elif byte in (b"\r", b"\n") and drop_enters > 0:
+                    drop_enters -= 1
                 elif byte in (b"\r", b"\n"):
                     record({"text": line.decode("utf-8", "surrogateescape")}, out_path)
                     out.write(b"\r\nsubmitted\r\n> ")
@@ -76,4 +79,4 @@ def record(entry: dict[str, str], out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

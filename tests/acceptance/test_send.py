@@ -18,13 +18,13 @@ AGENT = Path(__file__).with_name("fake_agent.py")
 TRICKY = "run `ls`; # $(whoami) 'single' \"double\" back\\slash /path @file -x ünïcødé ✓ end;"
 
 
-def start_agent(tmo: Tmo, daemon: DaemonControl) -> tuple[int, Path]:
+def start_agent(tmo: Tmo, daemon: DaemonControl, *agent_args: str) -> tuple[int, Path]:
     """Start the daemon and a project running the fake agent; returns (id, its output file)."""
     work = tmo.home / "work"
     work.mkdir()
     daemon.start()
     project_id = tmo.add(sys.executable, str(AGENT), str(work / "out.jsonl"), str(work / "ready"),
-                         options=["--dir", str(work)])
+                         *agent_args, options=["--dir", str(work)])
     wait_session(tmo, project_id)
     poll(lambda: (work / "ready").exists() or None, message="the fake agent to be ready")
     return project_id, work / "out.jsonl"
@@ -59,6 +59,14 @@ def test_text_arrives_byte_for_byte_once_and_keys_as_keys(tmo: Tmo, daemon: Daem
     screen = tmo.ok("peek", str(project_id))
     assert "submitted" in screen and "\x1b" not in screen
     assert tmo.ok("peek", str(project_id), "--lines", "1").strip() == ">"
+
+
+def test_a_lost_enter_is_pressed_again_without_a_second_copy(tmo: Tmo, daemon: DaemonControl) -> None:
+    project_id, out = start_agent(tmo, daemon, "1")  # the agent ignores its first Enter
+    result = tmo("send", str(project_id), "status?", "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["tries"] == 2
+    assert submitted(out) == [{"text": "status?"}]
 
 
 def test_send_or_peek_to_a_project_that_does_not_run_is_an_error(tmo: Tmo) -> None:
