@@ -55,6 +55,9 @@ class Settings:
     reconcile_interval: float = 2.0
     #: Seconds between checks for hand-written database changes.
     db_poll_interval: float = 0.02
+    #: Seconds between pasting a message (``tmo send``) and pressing Enter: the agent's input must
+    #: have taken the paste in, or the Enter is lost in it.
+    send_settle_delay: float = 0.3
     #: Seconds a process group gets between SIGTERM and SIGKILL when its project is stopped.
     kill_grace: float = 5.0
     #: ``history-limit`` of project panes: lines kept for the scrollback backup.
@@ -225,7 +228,8 @@ class Settings:
             ) from exc
 
 
-_DURATION_FIELDS = {"reconcile_interval", "db_poll_interval", "kill_grace", "host_lease"}
+_DURATION_FIELDS = {"reconcile_interval", "db_poll_interval", "kill_grace", "host_lease",
+                    "send_settle_delay"}
 #: Top-level config.toml keys read by :func:`tmux_orchestrator.dispatch.load_delivery`.
 _DELIVERY_KEYS = {"hooks", "webhooks", "smtp", "emails", "hook_concurrency", "metrics"}
 #: Fields of :class:`Settings` that neither config.toml nor a ``TMO_*`` variable sets.

@@ -51,6 +51,7 @@ from tmux_orchestrator.redact import redact
 from tmux_orchestrator.reload import LoadedConfig, apply, compare
 from tmux_orchestrator.retention import ACTIVE, prune_logs
 from tmux_orchestrator.retries import requeue_after_failure
+from tmux_orchestrator.sending import MessageSender
 from tmux_orchestrator.store.rows import now_text, to_text
 from tmux_orchestrator.tmux import check_tmux
 from tmux_orchestrator.tmux.guard import ServerGuard
@@ -140,6 +141,8 @@ class Daemon:
                                  watcher=self.watcher, cleaner=self.cleaner, cleanups=self.cleanups)
         self.reconciler = Reconciler(store=self.store, settings=self.settings, guard=self.guard,
                                      watcher=self.watcher, cleanups=self.cleanups, event=self._event)
+        self.sender = MessageSender(store=self.store, server=self.server, settings=self.settings,
+                                    running=lambda: {i: r.project for i, r in list(self.running.items())})
 
     @property
     def running(self) -> dict[int, Running]:
@@ -205,6 +208,7 @@ class Daemon:
             self.orch.pause()
             self.paused = True
         self.reconciler.startup(rebooted=rebooted)
+        self.sender.start()  # after startup: it knows which projects run here
         if self.store.is_shared():
             threading.Thread(target=self._watch_lease, name="tmo-lease-watch", daemon=True).start()
         self._remember_server()
@@ -251,6 +255,7 @@ class Daemon:
         except OrchestratorError as exc:
             log.warning("could not record daemon stop: %s", exc)
         finally:
+            self.sender.stop()
             if self.dispatcher is not None:
                 self.dispatcher.stop()
             if self._fifo_fd >= 0:
@@ -576,6 +581,7 @@ class Daemon:
         self._token = token
         self._active_at = time.monotonic()
         self._claim_needed = True
+        self.sender.wake()
         self.watcher.check_database()
         paused = self.paused
         self._read_controls()

@@ -68,6 +68,10 @@ class InvalidTransition(OrchestratorError):
         self.new = new
 
 
+class NotRunning(OrchestratorError):
+    """The project does not run (here): it has no pane to send to or to look at."""
+
+
 class StoreError(OrchestratorError):
     """The database could not be opened or used."""
 

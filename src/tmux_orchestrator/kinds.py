@@ -13,6 +13,7 @@ ACTION_KINDS: tuple[str, ...] = (
     "kill_unconfirmed", "orphan_found", "keeper_restored", "socket_restored", "run_dir_restored",
     "host_fenced", "daemon_started", "daemon_stopped", "server_started", "reboot_detected",
     "queue_paused", "queue_resumed", "config_reloaded", "config_reload_failed",
+    "message_delivered", "message_failed",
 )
 #: Written by the dispatcher about its own deliveries; hooks never run on them.
 DELIVERY_KINDS: tuple[str, ...] = ("hook_failed", "hook_suppressed", "webhook_failed", "email_failed")

@@ -6,11 +6,13 @@ The CLI and the daemon call this API; its method names keep the original schedul
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -21,11 +23,13 @@ from tmux_orchestrator.environment import CapturedEnvironment, capture_environme
 from tmux_orchestrator.errors import (
     InvalidBatch,
     InvalidTransition,
+    NotRunning,
     OrchestratorError,
     TmuxError,
     UsageError,
 )
 from tmux_orchestrator.inputs import check_project, check_text
+from tmux_orchestrator.message import FINAL, Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.retries import MAX_DURATION, MAX_RETRY_DELAY, RETRYABLE, requeue_after_failure
 from tmux_orchestrator.store import NewProject, open_store
@@ -560,6 +564,76 @@ class Orchestrator:
         self.cleanup_session(project, reason="requeued")
         self.poke_daemon()
         return self.store.get(project_id)
+
+    # -- talking to a running project ---------------------------------------------------------
+    def send(self, project_id: int, text: str | None = None, *, keys: Sequence[str] = ()) -> Message:
+        """Queue ``text`` (pasted, then submitted with Enter) or ``keys`` (tmux key names such as
+        ``C-c``) for the running project ``project_id``; the daemon running it delivers it exactly
+        once (:mod:`~tmux_orchestrator.sending`). Raises :class:`NotRunning` if it does not run."""
+        if (text is None) == (not keys):
+            raise UsageError("give either a text or --keys KEY..., not both or neither")
+        if text is not None:
+            if not text:
+                raise UsageError("the text is empty; give the text to send")
+            if "\0" in text:
+                raise UsageError("the text contains a NUL character; remove it")
+            kind, body = MessageKind.TEXT, text
+        else:
+            for key in keys:
+                if not key or not key.isprintable() or " " in key:
+                    raise UsageError(f"{key!r} is not a tmux key name; give names such as C-c, "
+                                     "Enter, Escape, Up")
+            kind, body = MessageKind.KEYS, json.dumps(list(keys))
+        project = self.store.get(project_id)
+        if project.status != ProjectStatus.PROCESSING:
+            raise NotRunning(f"project {project_id} is not running (it is {project.status.value}); "
+                             "send to a running project")
+        message = self.store.add_message(project_id, project.attempt, kind, body)
+        self.poke_daemon()
+        return message
+
+    def message(self, message_id: int) -> Message:
+        """The message ``message_id`` (:meth:`send`)."""
+        message = self.store.get_message(message_id)
+        if message is None:
+            raise UsageError(f"no message {message_id}")
+        return message
+
+    def wait_message(self, message_id: int, *, timeout: float | None = None) -> Message:
+        """Wait until message ``message_id`` is delivered or failed; returns it as it is then (still
+        ``queued``/``delivering`` when ``timeout`` ran out). A message not delivered when its
+        project's attempt has ended is failed here: no daemon will deliver it any more."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            message = self.message(message_id)
+            if message.status in FINAL:
+                return message
+            project = self.store.get(message.project_id)
+            if project.status != ProjectStatus.PROCESSING or project.attempt != message.attempt:
+                self.store.update_message(
+                    message_id, expected=message.status, status=MessageStatus.FAILED,
+                    reason=f"attempt {message.attempt} of project {project.id} ended before it was "
+                           "delivered")
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return message
+            time.sleep(0.05)
+
+    def peek(self, project_id: int, *, lines: int | None = None) -> str:
+        """The running project's pane as plain text now: its screen, or its last ``lines`` lines."""
+        project = self.store.get(project_id)
+        if project.status != ProjectStatus.PROCESSING:
+            raise NotRunning(f"project {project_id} is not running (it is {project.status.value}); "
+                             f"its saved output: tmo logs {project_id}")
+        from tmux_orchestrator.reconcile import is_ours
+
+        if not is_ours(project, self.settings):
+            raise NotRunning(f"project {project_id} runs on host {project.host}; run tmo peek there")
+        session = self.session_of(project)
+        if session is None:
+            raise NotRunning(f"project {project_id} has no live session (it is starting or ending); "
+                             "try again")
+        return self.server.screen(self.server.pane_of(session.session_id), lines=lines)
 
     def hosts(self) -> list[Host]:
         """Every host of the queue (``tmo hosts``)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from tmux_orchestrator.message import Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.timestamps import format_time
 
@@ -322,3 +323,18 @@ class Store(Protocol):
 
     def concurrency(self) -> int:
         """The stored concurrency; 1 when unset or not a positive whole number."""
+
+    # -- messages (tmo send) -----------------------------------------------------------------
+    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str) -> Message:
+        """Queue a message for attempt ``attempt`` of a project."""
+
+    def get_message(self, message_id: int) -> Message | None:
+        """The message ``message_id``, None when there is none."""
+
+    def messages(self, status: MessageStatus, project_ids: list[int]) -> list[Message]:
+        """Messages with ``status`` to the projects ``project_ids``, oldest first."""
+
+    def update_message(self, message_id: int, *, expected: MessageStatus, status: MessageStatus,
+                       reason: str | None = None, tries: int | None = None) -> bool:
+        """Move a message from ``expected`` to ``status`` (``delivered`` stamps ``delivered_at``);
+        False, and nothing changed, when it was not in ``expected``."""

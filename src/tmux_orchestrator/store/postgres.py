@@ -27,10 +27,18 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from tmux_orchestrator.errors import InvalidTransition, ProjectNotFound
+from tmux_orchestrator.message import MESSAGE_COLUMNS, Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
 from tmux_orchestrator.store.base import Claim, Event, EventRow, Host, NewProject
 from tmux_orchestrator.store.postgres_connection import Conn, PgConnection
-from tmux_orchestrator.store.rows import PROJECT_COLUMNS, row_to_event, row_to_host, row_to_project, to_text
+from tmux_orchestrator.store.rows import (
+    PROJECT_COLUMNS,
+    row_to_event,
+    row_to_host,
+    row_to_message,
+    row_to_project,
+    to_text,
+)
 from tmux_orchestrator.store.schema_pg import (
     GLOBAL_CLAIM_LOCK,
     HOST_CLAIM_LOCK_CLASS,
@@ -653,6 +661,37 @@ class PostgresStore:
         self._db.write(lambda conn: conn.execute(
             "INSERT INTO settings (key, value) VALUES (%s, %s) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value), prepare=True))
+
+    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str) -> Message:
+        """Queue a message for attempt ``attempt`` of a project."""
+        row = self._db.write(lambda conn: conn.execute(
+            f"INSERT INTO messages (project_id, attempt, kind, body) VALUES (%s, %s, %s, %s) "
+            f"RETURNING {MESSAGE_COLUMNS}", (project_id, attempt, kind.value, body)).fetchone())
+        return row_to_message(row)
+
+    def get_message(self, message_id: int) -> Message | None:
+        """The message ``message_id``, None when there is none."""
+        rows = self._rows(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = %s", (message_id,))
+        return row_to_message(rows[0]) if rows else None
+
+    def messages(self, status: MessageStatus, project_ids: list[int]) -> list[Message]:
+        """Messages with ``status`` to the projects ``project_ids``, oldest first."""
+        if not project_ids:
+            return []
+        rows = self._rows(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = %s AND project_id "
+                          "= ANY(%s) ORDER BY id", (status.value, project_ids))
+        return [row_to_message(r) for r in rows]
+
+    def update_message(self, message_id: int, *, expected: MessageStatus, status: MessageStatus,
+                       reason: str | None = None, tries: int | None = None) -> bool:
+        """Move a message from ``expected`` to ``status`` (``delivered`` stamps ``delivered_at``);
+        False, and nothing changed, when it was not in ``expected``."""
+        count = self._db.write(lambda conn: conn.execute(
+            "UPDATE messages SET status = %s, reason = coalesce(%s, reason), "
+            "tries = coalesce(%s, tries), delivered_at = CASE WHEN %s = 'delivered' "
+            "THEN clock_timestamp() ELSE delivered_at END WHERE id = %s AND status = %s",
+            (status.value, reason, tries, status.value, message_id, expected.value)).rowcount)
+        return count == 1
 
     def concurrency(self) -> int:
         """The stored concurrency; 1 when unset, or when a hand edit left something that is not a

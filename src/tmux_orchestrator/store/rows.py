@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from tmux_orchestrator.message import Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.store.base import Event, Host
 from tmux_orchestrator.timestamps import format_time
@@ -374,3 +375,13 @@ EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 
+
+
+def row_to_message(row: Any) -> Message:
+    """A :class:`~tmux_orchestrator.message.Message` from a row of ``MESSAGE_COLUMNS``."""
+    return Message(
+        id=int(row[0]), project_id=int(row[1]), attempt=int(row[2]), kind=MessageKind(row[3]),
+        body=str(row[4]), status=MessageStatus(row[5]), reason=row[6],
+        created_at=parse_time_or_none(row[7]), delivered_at=parse_time_or_none(row[8]),
+        tries=int(row[9]),
+    )

@@ -186,6 +186,23 @@ CREATE TABLE hosts (
     expired_at    TEXT                                    -- its lease ran out: its projects were lost
 );
 """,
+    # 3: messages sent to a running project's pane (`tmo send`), delivered once by its daemon.
+    f"""
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id    INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,                       -- the attempt it was sent to
+    kind          TEXT NOT NULL CHECK (kind IN ('text', 'keys')),
+    body          TEXT NOT NULL,                          -- the text, or a JSON list of key names
+    status        TEXT NOT NULL DEFAULT 'queued'
+                  CHECK (status IN ('queued', 'delivering', 'delivered', 'failed')),
+    reason        TEXT,                                   -- why it failed
+    created_at    TEXT NOT NULL DEFAULT ({NOW}),
+    delivered_at  TEXT,
+    tries         INTEGER NOT NULL DEFAULT 0              -- Enter presses (text) or sends (keys)
+);
+CREATE INDEX messages_pending ON messages (status, project_id, id);
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

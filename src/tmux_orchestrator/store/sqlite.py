@@ -25,6 +25,7 @@ from tmux_orchestrator.errors import (
     StoreError,
 )
 from tmux_orchestrator.home import prepare_database
+from tmux_orchestrator.message import MESSAGE_COLUMNS, Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
 from tmux_orchestrator.store.base import Claim, Event, EventRow, Host, NewProject, session_key
 from tmux_orchestrator.store.rows import (
@@ -36,10 +37,11 @@ from tmux_orchestrator.store.rows import (
     parse_time_or_none,
     row_to_event,
     row_to_host,
+    row_to_message,
     row_to_project,
     to_text,
 )
-from tmux_orchestrator.store.schema import MIGRATIONS, SCHEMA_VERSION
+from tmux_orchestrator.store.schema import MIGRATIONS, NOW, SCHEMA_VERSION
 
 __all__ = [
     "EPOCH", "Claim", "Host", "SqliteStore", "iso_time", "now_text", "parse_time", "parse_time_or_none",
@@ -855,6 +857,40 @@ class SqliteStore:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str) -> Message:
+        """Queue a message for attempt ``attempt`` of a project."""
+        with self._write() as conn:
+            row = conn.execute(
+                f"INSERT INTO messages (project_id, attempt, kind, body) VALUES (?, ?, ?, ?) "
+                f"RETURNING {MESSAGE_COLUMNS}", (project_id, attempt, kind.value, body)).fetchone()
+        return row_to_message(row)
+
+    def get_message(self, message_id: int) -> Message | None:
+        """The message ``message_id``, None when there is none."""
+        rows = self._read(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        return row_to_message(rows[0]) if rows else None
+
+    def messages(self, status: MessageStatus, project_ids: list[int]) -> list[Message]:
+        """Messages with ``status`` to the projects ``project_ids``, oldest first."""
+        if not project_ids:
+            return []
+        marks = ", ".join("?" * len(project_ids))
+        rows = self._read(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = ? AND project_id "
+                          f"IN ({marks}) ORDER BY id", (status.value, *project_ids))
+        return [row_to_message(r) for r in rows]
+
+    def update_message(self, message_id: int, *, expected: MessageStatus, status: MessageStatus,
+                       reason: str | None = None, tries: int | None = None) -> bool:
+        """Move a message from ``expected`` to ``status`` (``delivered`` stamps ``delivered_at``);
+        False, and nothing changed, when it was not in ``expected``."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET status = ?, reason = coalesce(?, reason), "
+                "tries = coalesce(?, tries), delivered_at = CASE WHEN ? = 'delivered' "
+                f"THEN {NOW} ELSE delivered_at END WHERE id = ? AND status = ?",
+                (status.value, reason, tries, status.value, message_id, expected.value))
+            return cursor.rowcount == 1
 
     def is_shared(self) -> bool:
         """False: a SQLite file is one host's (a network file system is not supported)."""

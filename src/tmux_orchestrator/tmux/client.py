@@ -141,15 +141,19 @@ class Tmux:
         """The full argv of one invocation running ``commands`` chained."""
         return [self.binary, "-u", "-S", str(self.socket_path), "-f", "/dev/null", *chain(commands)]
 
-    def run(self, *commands: Command, check: bool = True, timeout: float = 30.0) -> TmuxResult:
+    def run(self, *commands: Command, check: bool = True, timeout: float = 30.0,
+            stdin: bytes | None = None) -> TmuxResult:
         """Run ``commands`` in one invocation; raise a typed :class:`TmuxError` on failure.
+
+        ``stdin``: bytes given to tmux on its standard input (``load-buffer -b NAME -``), so text
+        reaches a buffer exactly as it is, never through argv or tmux's command parser.
 
         Raises :class:`UnsafePath`/:class:`ForeignServer` (and sends nothing) when the socket, its
         directory or the server on it is not this home's.
         """
         check_tmux(self.binary)
         self._guard()
-        return self._run(commands, check=check, timeout=timeout)
+        return self._run(commands, check=check, timeout=timeout, stdin=stdin)
 
     def _guard(self) -> None:
         """Check the socket's directory and the socket; the first time a server answers on a socket
@@ -186,30 +190,35 @@ class Tmux:
             self._verified = (info.st_dev, info.st_ino)
         return True
 
-    def _run(self, commands: Sequence[Command], *, check: bool, timeout: float) -> TmuxResult:
+    def _run(self, commands: Sequence[Command], *, check: bool, timeout: float,
+             stdin: bytes | None = None) -> TmuxResult:
         argv = self.argv(commands)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("tmux: %s", shlex.join(argv))
         try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                env=self.server_env,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-                # A server started by this client, and so every pane, gets the user's umask: projects
-                # work in the user's directories, not in tmo's private home.
-                umask=user_umask(),
-            )
+            if stdin is None:
+                proc = subprocess.run(
+                    argv, capture_output=True, text=True, errors="replace", env=self.server_env,
+                    timeout=timeout, stdin=subprocess.DEVNULL,
+                    # A server started by this client, and so every pane, gets the user's umask:
+                    # projects work in the user's directories, not in tmo's private home.
+                    umask=user_umask(),
+                )
+                returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+            else:
+                # Bytes, not text mode: text mode would encode with the locale's codec.
+                raw = subprocess.run(argv, capture_output=True, env=self.server_env, timeout=timeout,
+                                     input=stdin, umask=user_umask())
+                returncode = raw.returncode
+                stdout = raw.stdout.decode(errors="replace")
+                stderr = raw.stderr.decode(errors="replace")
         except subprocess.TimeoutExpired as exc:
             raise TmuxError(f"tmux did not answer within {timeout:.0f}s", command=argv) from exc
         except OSError as exc:
             raise TmuxNotFound(f"cannot run tmux: {exc}") from exc
-        result = TmuxResult(proc.returncode, proc.stdout, proc.stderr)
-        if check and proc.returncode != 0:
-            raise _classify(proc.stderr, argv)
+        result = TmuxResult(returncode, stdout, stderr)
+        if check and returncode != 0:
+            raise _classify(stderr, argv)
         return result
 
     def run_batched(self, commands: Sequence[Command], *, check: bool = False) -> list[TmuxResult]:

@@ -406,6 +406,46 @@ class OrchestratorServer:
                 pending = pending[done + 1:]  # batch[done] failed (gone): go on after it
         return out
 
+    def pane_of(self, session_id: str) -> str:
+        """The ``%id`` of the (only) pane of session ``$id``, resolved once: every later command
+        targets the pane itself (a name is resolved again on every command)."""
+        pane = self.tmux.run(["display-message", "-p", "-t", session_id, "#{pane_id}"]).stdout.strip()
+        if not pane.startswith("%"):
+            raise TmuxError(f"tmux named no pane for session {session_id}")
+        return pane
+
+    def screen(self, pane_id: str, *, lines: int | None = None) -> str:
+        """The pane's text now, without colours: its visible screen, or with ``lines`` its last
+        ``lines`` lines (scrollback included); blank lines at the end are left out."""
+        command = ["capture-pane", "-p", "-J", "-t", pane_id]
+        if lines is not None:
+            command[2:2] = ["-S", str(-lines)]
+        text = self.tmux.run(command).stdout.rstrip("\n").split("\n")
+        while text and not text[-1].strip():
+            text.pop()
+        if lines is not None:
+            text = text[-lines:]
+        return "".join(f"{line}\n" for line in text)
+
+    def paste(self, pane_id: str, data: bytes) -> None:
+        """Paste ``data`` into the pane as one bracketed paste (when the program asked for them).
+
+        The bytes reach a buffer of their own through tmux's stdin (never argv: a trailing ``;``
+        or a leading ``-`` would be read by tmux), and ``paste-buffer -d`` deletes the buffer: a
+        paste is not typed key by key, so ``/`` or ``@`` cannot open an agent's picker.
+        """
+        name = f"tmo-{secrets.token_hex(8)}"
+        self.tmux.run(["load-buffer", "-b", name, "-"], stdin=data)
+        try:
+            self.tmux.run(["paste-buffer", "-p", "-d", "-b", name, "-t", pane_id])
+        except TmuxError:
+            self.tmux.run(["delete-buffer", "-b", name], check=False)
+            raise
+
+    def send_keys(self, pane_id: str, keys: list[str]) -> None:
+        """Send tmux key names (``Enter``, ``C-c``) to the pane."""
+        self.tmux.run(["send-keys", "-t", pane_id, *keys])
+
     def kill(self, sessions: list[SessionInfo], *, look: bool = True) -> list[SessionInfo]:
         """Kill owned sessions by ``$id`` in chained calls; returns exactly those this call killed.
 
