@@ -78,6 +78,9 @@ class Settings:
     sqlite_synchronous: str = "normal"
     #: Seconds a host may go without a heartbeat before other hosts count it dead (``TMO_HOST_LEASE``).
     host_lease: float = 30.0
+    #: Seconds without output after which a running project's agent counts as ``idle``, unless
+    #: it reports its state itself (``tmo state``).
+    agent_idle_after: float = 30.0
     #: This host's labels, comma-separated (``TMO_HOST_LABELS=gpu,big``): projects added with
     #: ``--requires`` run only on hosts that have all the labels they name.
     host_labels: str = ""
@@ -229,7 +232,7 @@ class Settings:
 
 
 _DURATION_FIELDS = {"reconcile_interval", "db_poll_interval", "kill_grace", "host_lease",
-                    "send_settle_delay"}
+                    "send_settle_delay", "agent_idle_after"}
 #: Top-level config.toml keys read by :func:`tmux_orchestrator.dispatch.load_delivery`.
 _DELIVERY_KEYS = {"hooks", "webhooks", "smtp", "emails", "hook_concurrency", "metrics"}
 #: Fields of :class:`Settings` that neither config.toml nor a ``TMO_*`` variable sets.

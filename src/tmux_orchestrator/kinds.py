@@ -15,11 +15,13 @@ ACTION_KINDS: tuple[str, ...] = (
     "queue_paused", "queue_resumed", "config_reloaded", "config_reload_failed",
     "message_delivered", "message_failed",
 )
+#: What a running project's agent does (``agent_state.py``): one event per change of its state.
+AGENT_KINDS: tuple[str, ...] = ("state_changed",)
 #: Written by the dispatcher about its own deliveries; hooks never run on them.
 DELIVERY_KINDS: tuple[str, ...] = ("hook_failed", "hook_suppressed", "webhook_failed", "email_failed")
 
 #: Every kind, in the order ``docs/events.md`` lists them.
-EVENT_KINDS: tuple[str, ...] = STATUS_KINDS + ACTION_KINDS + DELIVERY_KINDS
+EVENT_KINDS: tuple[str, ...] = STATUS_KINDS + ACTION_KINDS + AGENT_KINDS + DELIVERY_KINDS
 
 
 def unknown_kind(kind: str, where: str) -> str | None:

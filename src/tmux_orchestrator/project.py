@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tmux_orchestrator.agent_state import AgentState, StateSource
 from tmux_orchestrator.timestamps import format_time
 
 
@@ -133,6 +134,12 @@ class Project:
     pinned_host: str | None = None
     #: Only a host with all these labels may run it (``tmo add --requires``).
     required_labels: list[str] = field(default_factory=list)
+    #: What its agent does while it runs (None once it ended or before it started).
+    agent_state: AgentState | None = None
+    #: Since when its agent is in that state.
+    agent_state_since: datetime | None = None
+    #: Which source decided the state (None: nothing has yet).
+    agent_state_source: StateSource | None = None
     #: Stored values that do not parse (a hand edit, another program): column -> the text as
     #: stored. The field holds a neutral value instead; ``problems`` says what is wrong.
     raw: dict[str, str] = field(default_factory=dict)
@@ -163,7 +170,7 @@ class Project:
             value = out[key]
             if value is not None:
                 out[key] = format_time(value)
-        for key in ("status", "outcome"):
+        for key in ("status", "outcome", "agent_state", "agent_state_source"):
             if out[key] is not None:
                 out[key] = out[key].value
         out["command"] = list(self.command)
@@ -180,7 +187,8 @@ class Project:
         return out
 
 
-_TIME_FIELDS = ("enqueued_at", "started_at", "completed_at", "session_closed_at", "not_before")
+_TIME_FIELDS = ("enqueued_at", "started_at", "completed_at", "session_closed_at", "not_before",
+                "agent_state_since")
 _NEEDED_TO_RUN = frozenset({"command", "env", "project_path", "spec_path", "required_labels",
                             "not_before"})
 _WHY = {
@@ -192,4 +200,6 @@ _WHY = {
     "required_labels": "is not a JSON list of labels",
     "project_path": "is not valid text",
     "spec_path": "is not valid text",
+    "agent_state": "is not an agent state (working, waiting, idle, unknown)",
+    "agent_state_source": "is not a state source (reported, activity)",
 }

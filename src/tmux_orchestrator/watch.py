@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from tmux_orchestrator.agent_state import AgentState, StateSource
 from tmux_orchestrator.cleanup import Cleaner, CleanupQueue, Target, remove_run_files
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import InvalidTransition, OrchestratorError, ProjectNotFound, TmuxError
@@ -67,6 +68,8 @@ class Running:
     log_size: int = -1
     last_output: float = field(default_factory=time.monotonic)
     missing: int = 0
+    #: The agent state its output activity last gave (``check_idle``); None before any.
+    activity_state: AgentState | None = None
 
 
 def session_of_row(project: Project, owner_tag: str) -> SessionInfo | None:
@@ -441,10 +444,14 @@ class Watcher:
                 continue
             except OSError:
                 continue
-            if size != running.log_size:
+            changed = size != running.log_size
+            grew = changed and running.log_size != -1  # -1: the first look, nothing to compare
+            if changed:
                 running.log_size = size
                 running.last_output = now
-            elif running.idle_timeout is not None and now - running.last_output >= running.idle_timeout:
+            self._note_activity(running, grew, now)
+            if (not changed and running.idle_timeout is not None
+                    and now - running.last_output >= running.idle_timeout):
                 candidates[project_id] = running
         if not candidates:
             return
@@ -462,6 +469,28 @@ class Watcher:
                 project_id, ProjectStatus.FAILED, outcome=Outcome.IDLE,
                 message=f"no output for {running.idle_timeout:g}s", reason="idle timeout",
             )
+
+    def _note_activity(self, running: Running, grew: bool, now: float) -> None:
+        """The activity source of the agent state: ``working`` when the log grew since the last look,
+        ``idle`` after ``agent_idle_after`` seconds without output. Written only on a change; the
+        store ignores it once the agent reported its state itself."""
+        if grew:
+            state = AgentState.WORKING
+        elif now - running.last_output >= self.settings.agent_idle_after:
+            state = AgentState.IDLE
+        else:
+            return
+        if state == running.activity_state:
+            return
+        project = running.project
+        try:
+            self.store.set_agent_state(project.id, state, attempt=project.attempt,
+                                       decided_by=StateSource.ACTIVITY, source=self.source)
+        except OrchestratorError as exc:  # tried again on the next look
+            log.warning("project %s: cannot record its agent state: %s", project.id, exc,
+                        extra={"project_id": project.id})
+            return
+        running.activity_state = state
 
     def _reopen_log(self, running: Running) -> None:
         """The project's pipe log is gone (its directory was deleted): pipe the pane to a new one."""

@@ -21,6 +21,8 @@ USUAL: dict[str, Any] = {
     "session_closed_at": "2026-12-01 17:10:50.123", "attempt": 2, "retry_count": 1, "max_retries": 2,
     "retry_delay": 30.0, "not_before": None, "timeout": 7200.0, "idle_timeout": 1.5, "host": "h1",
     "server_instance": "99.123", "runner": "h1:abc", "pinned_host": "h1", "required_labels": '["gpu"]',
+    "agent_state": "waiting", "agent_state_since": "2026-12-01 17:10:48.500",
+    "agent_state_source": "reported",
 }
 
 #: Values a hand edit or another program may leave, per column (and some usual ones).
@@ -42,6 +44,9 @@ ODD: dict[str, list[Any]] = {
     "retry_delay": [None, 0.0, -0.0, 5, "30s", float("nan"), float("inf")],
     "timeout": [None, 5, "2h", float("nan"), -0.0],
     "required_labels": ["[]", "", None, '"gpu"', "[1]", '["a", "b"]', ["x"]],
+    "agent_state": [None, "working", "busy", "", 3],
+    "agent_state_since": [None, "now", "2026-12-01 17:10:47.123456", 5],
+    "agent_state_source": [None, "activity", "screen", ""],
 }
 
 

@@ -312,17 +312,19 @@ def list_(ctx: Context, statuses: tuple[str, ...], limit: int | None, as_json: b
         click.echo("tmo: the queue is paused: no project starts until `tmo resume`", err=True)
     note_if_no_daemon(ctx, "queued projects wait")
     print_table(
-        ["ID", "STATUS", "OUTCOME", "PRI", "NAME", "SESSION", "RUNTIME", "QUEUED"],
+        ["ID", "STATUS", "AGENT", "OUTCOME", "PRI", "NAME", "SESSION", "RUNTIME", "QUEUED"],
         [
-            [pid, status, _outcome_text(outcome, exit_code), priority, name,
+            # AGENT: what a running project's agent does (a reset trigger keeps it empty otherwise)
+            [pid, status, agent or "", _outcome_text(outcome, exit_code), priority, name,
              _session_cell(status, session, not_before),
              "" if runtime is None else format_duration(runtime),
              # a hand-typed time that does not parse is shown as it is stored
              queued if age is None else format_duration(age) + " ago"]
-            for pid, status, outcome, exit_code, priority, name, session, runtime, age, queued, not_before
-            in ctx.store.list_columns(["id", "status", "outcome", "exit_code", "priority", "name",
-                                       "session_name", "runtime_s", "age_s", "enqueued_at", "not_before"],
-                                      wanted, limit)
+            for (pid, status, agent, outcome, exit_code, priority, name, session, runtime, age, queued,
+                 not_before)
+            in ctx.store.list_columns(["id", "status", "agent_state", "outcome", "exit_code", "priority",
+                                       "name", "session_name", "runtime_s", "age_s", "enqueued_at",
+                                       "not_before"], wanted, limit)
         ],
     )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from tmux_orchestrator.agent_state import AgentState, StateSource
 from tmux_orchestrator.message import Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.timestamps import format_time
@@ -205,6 +206,15 @@ class Store(Protocol):
     def record_session(self, project_id: int, *, session_id: str, window_id: str, pane_pid: int,
                        instance: str | None = None, attempt: int | None = None) -> bool:
         """Store the tmux ids of a started session; False if ``attempt`` no longer runs."""
+
+    def set_agent_state(self, project_id: int, state: AgentState, *, attempt: int,
+                        decided_by: StateSource, source: str) -> bool:
+        """Record what the agent of ``attempt`` does, decided by ``decided_by``; True when the state
+        changed, which writes one ``state_changed`` event in the same transaction.
+
+        Nothing is written when ``attempt`` no longer runs (a hook of an ended attempt), when
+        ``decided_by`` is activity and the agent has reported, or when nothing changes.
+        """
 
     def transition(
         self,

@@ -26,6 +26,9 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from tmux_orchestrator.agent_state import AgentState, StateSource
+from tmux_orchestrator.agent_state import change as agent_state_change
+from tmux_orchestrator.agent_state import describe as describe_state_change
 from tmux_orchestrator.errors import InvalidTransition, ProjectNotFound
 from tmux_orchestrator.message import MESSAGE_COLUMNS, Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
@@ -315,6 +318,37 @@ class PostgresStore:
             sql += " AND attempt = %s AND status = 'processing'"
             params += (attempt,)
         return self._db.write(lambda conn: conn.execute(sql, params, prepare=True).rowcount == 1)
+
+    def set_agent_state(self, project_id: int, state: AgentState, *, attempt: int,
+                        decided_by: StateSource, source: str) -> bool:
+        """Record the agent state of ``attempt``; True when the state changed (one ``state_changed``
+        event, in the same transaction). Nothing is written for an attempt no longer running, for
+        activity once the agent has reported, or for a repeat."""
+        def write(conn: Conn) -> bool:
+            row = conn.execute(
+                "SELECT name, session_name, agent_state, agent_state_source FROM project_queue "
+                "WHERE id = %s AND attempt = %s AND status = 'processing' FOR UPDATE",
+                (project_id, attempt), prepare=True).fetchone()
+            if row is None:
+                return False
+            name, session_name, old, old_source = row
+            write, changed = agent_state_change(old, old_source, state, decided_by)
+            if not write:
+                return False
+            conn.execute(
+                "UPDATE project_queue SET agent_state = %s, agent_state_source = %s, agent_state_since = "
+                "CASE WHEN agent_state IS NOT DISTINCT FROM %s THEN agent_state_since "
+                "ELSE clock_timestamp() END WHERE id = %s",
+                (state.value, decided_by.value, state.value, project_id), prepare=True)
+            if changed:
+                conn.execute(
+                    "INSERT INTO events (kind, project_id, project_name, new_status, source, session_name, "
+                    "message) VALUES ('state_changed', %s, %s, 'processing', %s, %s, %s)",
+                    (project_id, name, source, session_name, describe_state_change(old, state, decided_by)),
+                    prepare=True)
+            return changed
+
+        return self._db.write(write)
 
     def transition(
         self,

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from tmux_orchestrator.agent_state import AgentState, StateSource
 from tmux_orchestrator.message import Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.store.base import Event, Host
@@ -30,7 +31,8 @@ PROJECT_COLUMNS = (
     "id, name, status, priority, command, env, project_path, spec_path, session_name, session_id, "
     "window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at, "
     "session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout, "
-    "idle_timeout, host, server_instance, runner, pinned_host, required_labels"
+    "idle_timeout, host, server_instance, runner, pinned_host, required_labels, agent_state, "
+    "agent_state_since, agent_state_source"
 )
 
 
@@ -80,7 +82,8 @@ def row_to_project(row: Sequence[Any]) -> Project:
     (pid, name, status, priority, command, env, project_path, spec_path, session_name, session_id,
      window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at,
      session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout,
-     idle_timeout, host, server_instance, runner, pinned_host, required_labels) = tuple(row)
+     idle_timeout, host, server_instance, runner, pinned_host, required_labels, agent_state,
+     agent_state_since, agent_state_source) = tuple(row)
     raw: dict[str, str] = {}
     project = Project(
         id=pid,
@@ -114,6 +117,9 @@ def row_to_project(row: Sequence[Any]) -> Project:
         runner=runner,
         pinned_host=_text(pinned_host, "pinned_host", raw),
         required_labels=_labels(required_labels, raw),
+        agent_state=_choice(AgentState, agent_state, "agent_state", raw),
+        agent_state_since=_time(agent_state_since, "agent_state_since", raw),
+        agent_state_source=_choice(StateSource, agent_state_source, "agent_state_source", raw),
     )
     project.raw = raw
     return project
@@ -150,6 +156,8 @@ class _Unusual(Exception):
 
 _STATUS_VALUES = frozenset(s.value for s in ProjectStatus)
 _OUTCOME_VALUES = frozenset(o.value for o in Outcome)
+_AGENT_STATE_VALUES = frozenset(s.value for s in AgentState)
+_SOURCE_VALUES = frozenset(s.value for s in StateSource)
 
 
 def _usual_row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -157,14 +165,17 @@ def _usual_row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     (pid, name, status, priority, command, env, project_path, spec_path, session_name, session_id,
      window_id, pane_pid, outcome, exit_code, error_message, enqueued_at, started_at, completed_at,
      session_closed_at, attempt, retry_count, max_retries, retry_delay, not_before, timeout,
-     idle_timeout, host, server_instance, runner, pinned_host, required_labels) = row
+     idle_timeout, host, server_instance, runner, pinned_host, required_labels, agent_state,
+     agent_state_since, agent_state_source) = row
     # `type(x) is int`: a bool, a float or text in an integer column is not the usual form
     if not (status in _STATUS_VALUES and (outcome is None or outcome in _OUTCOME_VALUES)
             and type(priority) is int and type(attempt) is int and type(retry_count) is int
             and type(max_retries) is int and (pane_pid is None or type(pane_pid) is int)
             and (exit_code is None or type(exit_code) is int) and _usual_seconds(retry_delay) is not None
             and name and _usual_text(name) and _usual_text(project_path) and _usual_text(spec_path)
-            and _usual_text(error_message) and _usual_text(pinned_host)):
+            and _usual_text(error_message) and _usual_text(pinned_host)
+            and (agent_state is None or agent_state in _AGENT_STATE_VALUES)
+            and (agent_state_source is None or agent_state_source in _SOURCE_VALUES)):
         raise _Unusual
     argv = _json(command)
     if not (type(argv) is list and argv and all(_usual_text(w) for w in argv)):
@@ -186,7 +197,9 @@ def _usual_row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
         "retry_delay": retry_delay or 0.0, "not_before": _usual_time(not_before),
         "timeout": _usual_seconds(timeout), "idle_timeout": _usual_seconds(idle_timeout), "host": host,
         "server_instance": server_instance, "runner": runner, "pinned_host": pinned_host,
-        "required_labels": labels, "problems": [],
+        "required_labels": labels, "agent_state": agent_state,
+        "agent_state_since": _usual_time(agent_state_since), "agent_state_source": agent_state_source,
+        "problems": [],
     }
 
 
@@ -324,6 +337,20 @@ def _outcome(value: Any, raw: dict[str, str]) -> Outcome | None:
         return Outcome(value)
     except ValueError:
         raw["outcome"] = _shown(value)
+        return None
+
+
+E = TypeVar("E", AgentState, StateSource)
+
+
+def _choice(kind: type[E], value: Any, column: str, raw: dict[str, str]) -> E | None:
+    """A column holding one of an enum's values (the CHECK keeps others out unless switched off)."""
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raw[column] = _shown(value)
         return None
 
 

@@ -10,10 +10,12 @@ and hand-written SQL obeys it too.
 from __future__ import annotations
 
 from tmux_orchestrator.store.statemachine_sql import (
+    AGENT_STATES,
     DELETE_REFUSED,
     EVENT_KIND,
     EVENT_MESSAGE,
     GUARD_MESSAGE,
+    STATE_SOURCES,
     STATUSES,
     allowed_condition,
     end_fields,
@@ -202,6 +204,27 @@ CREATE TABLE messages (
     tries         INTEGER NOT NULL DEFAULT 0              -- Enter presses (text) or sends (keys)
 );
 CREATE INDEX messages_pending ON messages (status, project_id, id);
+""",
+    # 4: the agent state of a running project (agent_state.py): what it does, since when, and which
+    # source decided. A status change resets it (unknown on start, none once ended or requeued),
+    # whoever makes the change.
+    f"""
+ALTER TABLE project_queue ADD COLUMN agent_state TEXT CHECK (agent_state IN ({AGENT_STATES}));
+ALTER TABLE project_queue ADD COLUMN agent_state_since TEXT;
+ALTER TABLE project_queue ADD COLUMN agent_state_source TEXT
+    CHECK (agent_state_source IN ({STATE_SOURCES}));
+UPDATE project_queue SET agent_state = 'unknown', agent_state_since = {NOW} WHERE status = 'processing';
+
+CREATE TRIGGER project_queue_agent_state_reset
+AFTER UPDATE OF status ON project_queue
+WHEN NEW.status IS NOT OLD.status
+BEGIN
+    UPDATE project_queue SET
+        agent_state = CASE WHEN NEW.status = 'processing' THEN 'unknown' END,
+        agent_state_since = CASE WHEN NEW.status = 'processing' THEN {NOW} END,
+        agent_state_source = NULL
+    WHERE id = NEW.id;
+END;
 """,
 ]
 

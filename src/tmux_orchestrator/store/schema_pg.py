@@ -29,10 +29,12 @@ are PostgreSQL's own:
 from __future__ import annotations
 
 from tmux_orchestrator.store.statemachine_sql import (
+    AGENT_STATES,
     DELETE_REFUSED,
     EVENT_KIND,
     EVENT_MESSAGE,
     GUARD_MESSAGE,
+    STATE_SOURCES,
     STATUSES,
     allowed_condition,
     end_fields,
@@ -331,6 +333,30 @@ CREATE INDEX messages_pending ON messages (status, project_id, id);
 CREATE TRIGGER messages_notify
 AFTER INSERT ON messages
 FOR EACH STATEMENT EXECUTE FUNCTION tmo_notify();
+""",
+    # 4: as SQLite's migration 4 (the agent state of a running project, reset by a status change).
+    f"""
+ALTER TABLE project_queue ADD COLUMN agent_state text CHECK (agent_state IN ({AGENT_STATES}));
+ALTER TABLE project_queue ADD COLUMN agent_state_since timestamptz;
+ALTER TABLE project_queue ADD COLUMN agent_state_source text
+    CHECK (agent_state_source IN ({STATE_SOURCES}));
+UPDATE project_queue SET agent_state = 'unknown', agent_state_since = clock_timestamp()
+    WHERE status = 'processing';
+{_function("tmo_agent_state_reset", '''
+    IF NEW.status = 'processing' THEN
+        NEW.agent_state := 'unknown';
+        NEW.agent_state_since := clock_timestamp();
+    ELSE
+        NEW.agent_state := NULL;
+        NEW.agent_state_since := NULL;
+    END IF;
+    NEW.agent_state_source := NULL;
+    RETURN NEW;
+''')}
+CREATE TRIGGER project_queue_agent_state_reset
+BEFORE UPDATE OF status ON project_queue
+FOR EACH ROW WHEN (NEW.status IS DISTINCT FROM OLD.status)
+EXECUTE FUNCTION tmo_agent_state_reset();
 """,
 ]
 

@@ -18,6 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tmux_orchestrator.agent_state import AgentState, StateSource
+from tmux_orchestrator.agent_state import change as agent_state_change
+from tmux_orchestrator.agent_state import describe as describe_state_change
 from tmux_orchestrator.errors import (
     InvalidTransition,
     ProjectNotFound,
@@ -460,6 +463,33 @@ class SqliteStore:
             params += (attempt,)
         with self._write() as conn:
             return conn.execute(sql, params).rowcount == 1
+
+    def set_agent_state(self, project_id: int, state: AgentState, *, attempt: int,
+                        decided_by: StateSource, source: str) -> bool:
+        """Record the agent state of ``attempt``; True when the state changed (one ``state_changed``
+        event, in the same transaction). Nothing is written for an attempt no longer running, for
+        activity once the agent has reported, or for a repeat."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT name, session_name, agent_state, agent_state_source FROM project_queue "
+                "WHERE id = ? AND attempt = ? AND status = 'processing'", (project_id, attempt)).fetchone()
+            if row is None:
+                return False
+            old = row["agent_state"]
+            write, changed = agent_state_change(old, row["agent_state_source"], state, decided_by)
+            if not write:
+                return False
+            conn.execute(
+                "UPDATE project_queue SET agent_state = ?, agent_state_source = ?, agent_state_since = "
+                f"CASE WHEN agent_state IS ? THEN agent_state_since ELSE {NOW} END WHERE id = ?",
+                (state.value, decided_by.value, state.value, project_id))
+            if changed:
+                conn.execute(
+                    "INSERT INTO events (kind, project_id, project_name, new_status, source, session_name, "
+                    "message) VALUES ('state_changed', ?, ?, 'processing', ?, ?, ?)",
+                    (project_id, row["name"], source, row["session_name"],
+                     describe_state_change(old, state, decided_by)))
+            return changed
 
     def transition(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tmux_orchestrator.agent_state import AgentState, StateSource
 from tmux_orchestrator.project import ALLOWED, TERMINAL, ProjectStatus
 
 
@@ -24,6 +25,9 @@ def quoted(values: Iterable[object]) -> str:
 STATUSES = quoted(s.value for s in ProjectStatus)
 #: The statuses a project ends in.
 TERMINALS = quoted(s.value for s in TERMINAL)
+#: Every agent state and every source of one, for the ``CHECK`` of their columns.
+AGENT_STATES = quoted(s.value for s in AgentState)
+STATE_SOURCES = quoted(s.value for s in StateSource)
 
 
 def allowed_condition() -> str:
