@@ -319,7 +319,8 @@ def log_pipe_command(path: Path) -> str:
     :func:`prepare_log_file`), then leave :func:`log_closed_marker` once the pipe is drained."""
     log = prepare_log_file(path)
     log_closed_marker(path).unlink(missing_ok=True)
-    return f"cat >> {shlex.quote(str(log))}; : > {shlex.quote(str(log_closed_marker(path)))}"
+    # umask: the marker is a file of the home like any other, private (the server's umask is 022)
+    return f"umask 077; cat >> {shlex.quote(str(log))}; : > {shlex.quote(str(log_closed_marker(path)))}"
 
 
 def prepare_log_file(path: Path) -> Path:
