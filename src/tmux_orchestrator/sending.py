@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from tmux_orchestrator.config import Settings
-from tmux_orchestrator.errors import OrchestratorError
+from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
 from tmux_orchestrator.message import Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Project
 from tmux_orchestrator.store.base import Store
@@ -84,7 +84,11 @@ class MessageSender:
                 time.sleep(0.5)
 
     def deliver_queued(self) -> None:
-        """Deliver every queued message of the projects running here, oldest first."""
+        """Deliver every queued message of the projects running here, oldest first; fail those
+        whose attempt ended before they could be (any host may: the row says which attempt)."""
+        for stale in self.store.stale_messages():
+            self._finish(stale, MessageStatus.QUEUED, MessageStatus.FAILED,
+                         f"attempt {stale.attempt} of project {stale.project_id} was no longer running")
         running = self.running()
         for message in self.store.messages(MessageStatus.QUEUED, list(running)):
             if self._stopping:
@@ -135,7 +139,10 @@ class MessageSender:
         if not self.store.update_message(message.id, expected=expected, status=status, reason=reason,
                                          tries=tries):
             return
-        project = self.store.get(message.project_id)
+        try:
+            project: Project | None = self.store.get(message.project_id)
+        except ProjectNotFound:
+            project = None  # removed meanwhile: the event still says what became of the message
         what = f"message {message.id} ({message.kind.value}, {len(message.body.encode())} bytes)"
         if status == MessageStatus.DELIVERED:
             done = (f"{what} delivered, Enter pressed {tries} time(s)"

@@ -106,3 +106,19 @@ def test_a_daemon_killed_between_paste_and_enter_does_not_paste_twice(
     # The project still takes messages.
     assert tmo("send", str(project_id), "after restart", "--wait").returncode == 0
     assert submitted(out) == [{"text": "pasted onceafter restart"}]
+
+
+def test_a_message_whose_project_ended_before_delivery_is_failed_not_left_queued(
+    tmo: Tmo, daemon: DaemonControl
+) -> None:
+    project_id, out = start_agent(tmo, daemon)
+    tmo.ok("daemon", "stop")  # the project runs on; nothing delivers meanwhile
+    tmo.ok("send", str(project_id), "too late")
+    assert message_row(tmo, 1)["status"] == "queued"
+    tmo.ok("cancel", str(project_id))
+    daemon.start()
+    row = poll(lambda: (lambda r: r if r["status"] != "queued" else None)(message_row(tmo, 1)),
+               message="the message to be settled")
+    assert row["status"] == "failed" and "no longer running" in row["reason"], row
+    assert [e["kind"] for e in tmo.events()].count("message_failed") == 1
+    assert submitted(out) == []

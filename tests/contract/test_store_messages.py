@@ -6,6 +6,7 @@ from __future__ import annotations
 from contract_support import add, claim
 
 from tmux_orchestrator.message import MessageKind, MessageStatus
+from tmux_orchestrator.project import ProjectStatus
 from tmux_orchestrator.store.base import Store
 
 BODY = "a; # $() ' \" \\ / ünï ✓\nsecond line;"
@@ -39,3 +40,18 @@ def test_keys_are_a_list(store: Store) -> None:
     message = store.add_message(project_id, 0, MessageKind.KEYS, '["C-c", "Enter"]')
     assert message.keys == ["C-c", "Enter"]
     assert message.to_dict()["body"] == ["C-c", "Enter"]
+
+
+def test_queued_messages_to_an_attempt_that_ended_are_stale(store: Store) -> None:
+    running = add(store, "running")
+    ended = add(store, "ended")
+    claim(store)
+    claim(store)
+    live = store.add_message(running, 1, MessageKind.TEXT, "to the running attempt")
+    old_attempt = store.add_message(running, 0, MessageKind.TEXT, "to an attempt before it")
+    late = store.add_message(ended, 1, MessageKind.TEXT, "to a project that ended")
+    store.transition(ended, ProjectStatus.CANCELLED, source="api")
+    assert [m.id for m in store.stale_messages()] == [old_attempt.id, late.id]
+    assert live.id not in [m.id for m in store.stale_messages()]
+    store.update_message(late.id, expected=MessageStatus.QUEUED, status=MessageStatus.FAILED, reason="x")
+    assert [m.id for m in store.stale_messages()] == [old_attempt.id]  # only queued ones

@@ -344,6 +344,10 @@ class Store(Protocol):
     def messages(self, status: MessageStatus, project_ids: list[int]) -> list[Message]:
         """Messages with ``status`` to the projects ``project_ids``, oldest first."""
 
+    def stale_messages(self, limit: int = 100) -> list[Message]:
+        """Queued messages whose attempt is no longer running (the project ended, was requeued or
+        removed): they can never be delivered, oldest first."""
+
     def update_message(self, message_id: int, *, expected: MessageStatus, status: MessageStatus,
                        reason: str | None = None, tries: int | None = None) -> bool:
         """Move a message from ``expected`` to ``status`` (``delivered`` stamps ``delivered_at``);

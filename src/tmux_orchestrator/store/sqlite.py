@@ -910,6 +910,14 @@ class SqliteStore:
                           f"IN ({marks}) ORDER BY id", (status.value, *project_ids))
         return [row_to_message(r) for r in rows]
 
+    def stale_messages(self, limit: int = 100) -> list[Message]:
+        """Queued messages whose attempt is no longer running, oldest first."""
+        rows = self._read(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'queued' AND NOT EXISTS ("
+            "SELECT 1 FROM project_queue p WHERE p.id = messages.project_id "
+            "AND p.status = 'processing' AND p.attempt = messages.attempt) ORDER BY id LIMIT ?", (limit,))
+        return [row_to_message(r) for r in rows]
+
     def update_message(self, message_id: int, *, expected: MessageStatus, status: MessageStatus,
                        reason: str | None = None, tries: int | None = None) -> bool:
         """Move a message from ``expected`` to ``status`` (``delivered`` stamps ``delivered_at``);
