@@ -6,13 +6,14 @@ a daemon restart, gone with the project."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from acceptance.support import DaemonControl, Tmo, poll
-from acceptance.test_send import message_row, start_agent, submitted
+from acceptance.support import DaemonControl, Tmo, poll, wait_session
+from acceptance.test_send import AGENT, message_row, start_agent, submitted
 
 
 def report(tmo: Tmo, project_id: int, state: str) -> None:
@@ -133,3 +134,41 @@ def test_checkin_mistakes_are_one_line_errors(tmo: Tmo) -> None:
         result = tmo("checkin", *args)
         assert result.returncode != 0, args
         assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _silent_agent(tmo: Tmo, name: str) -> int:
+    """A running fake agent with a 5 s --idle-timeout (it prints nothing after its prompt)."""
+    work = tmo.home / name
+    work.mkdir()
+    project_id = tmo.add(sys.executable, str(AGENT), str(work / "out.jsonl"), str(work / "ready"),
+                         options=["--dir", str(work), "--idle-timeout", "5s"])
+    wait_session(tmo, project_id)
+    poll(lambda: (work / "ready").exists() or None, message="the fake agent to be ready")
+    return project_id
+
+
+def _idle_pair(tmo: Tmo, daemon: DaemonControl) -> tuple[int, int]:
+    """Two fake agents with a 5 s --idle-timeout, started in turn: the first reported waiting, the
+    second working. Returns (waiting, working) once the working one has been ended as idle: by then
+    the waiting one, silent for longer, was past its timeout too."""
+    daemon.start("--concurrency", "2")
+    waiting = _silent_agent(tmo, "waiting")
+    report(tmo, waiting, "waiting")
+    working = _silent_agent(tmo, "working")
+    report(tmo, working, "working")
+    poll(lambda: tmo.project(working)["status"] == "failed" or None, timeout=30,
+         message="the working agent to be ended by its idle timeout")
+    assert tmo.project(working)["outcome"] == "idle"
+    return waiting, working
+
+
+def test_the_idle_timeout_spares_an_agent_waiting_for_an_answer(tmo: Tmo, daemon: DaemonControl) -> None:
+    waiting, _ = _idle_pair(tmo, daemon)
+    assert tmo.project(waiting)["status"] == "processing"
+
+
+def test_idle_timeout_waiting_ends_a_waiting_agent_too(tmo: Tmo, daemon: DaemonControl) -> None:
+    (tmo.home / "config.toml").write_text("idle_timeout_waiting = true\n")
+    waiting, _ = _idle_pair(tmo, daemon)
+    poll(lambda: tmo.project(waiting)["status"] == "failed" or None, timeout=15,
+         message="the waiting agent to be ended by its idle timeout")
