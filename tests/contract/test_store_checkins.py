@@ -4,7 +4,8 @@ added to (by trigger, whoever ends it)."""
 
 from __future__ import annotations
 
-from contract_support import add, claim
+import pytest
+from contract_support import Backend, add, claim
 
 from tmux_orchestrator.message import MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, ProjectStatus
@@ -37,4 +38,14 @@ def test_a_checkin_reads_its_messages_and_ends_with_its_attempt(store: Store) ->
     assert store.checkins() == [kept]
     assert store.remove_checkin(kept.id) == kept
     assert store.remove_checkin(kept.id) is None
+    assert store.checkins() == []
+
+
+def test_a_period_that_is_not_a_positive_number_is_refused_by_hand_too(store: Store,
+                                                                        backend: Backend) -> None:
+    project_id = add(store)
+    for every in ("'soon'", "0", "-1"):
+        with pytest.raises(Exception, match=r"(?i)check|invalid input"):
+            backend.sql(f"INSERT INTO checkins (project_id, attempt, every, body) "
+                        f"VALUES ({project_id}, 1, {every}, 'hi')")
     assert store.checkins() == []

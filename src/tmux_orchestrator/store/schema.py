@@ -237,7 +237,7 @@ CREATE TABLE checkins (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id    INTEGER NOT NULL,
     attempt       INTEGER NOT NULL,
-    every         REAL NOT NULL CHECK (every > 0),        -- seconds between deliveries
+    every         REAL NOT NULL CHECK (typeof(every) IN ('real', 'integer') AND every > 0),  -- seconds
     body          TEXT NOT NULL,
     created_at    TEXT NOT NULL DEFAULT ({NOW})
 );
