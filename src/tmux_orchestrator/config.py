@@ -81,6 +81,9 @@ class Settings:
     #: Seconds without output after which a running project's agent counts as ``idle``, unless
     #: it reports its state itself (``tmo state``).
     agent_idle_after: float = 30.0
+    #: ``--idle-timeout`` ends also a project whose agent is ``waiting`` for an answer (by default it
+    #: spares it: waiting is not being stuck).
+    idle_timeout_waiting: bool = False
     #: This host's labels, comma-separated (``TMO_HOST_LABELS=gpu,big``): projects added with
     #: ``--requires`` run only on hosts that have all the labels they name.
     host_labels: str = ""

@@ -13,7 +13,7 @@ ACTION_KINDS: tuple[str, ...] = (
     "kill_unconfirmed", "orphan_found", "keeper_restored", "socket_restored", "run_dir_restored",
     "host_fenced", "daemon_started", "daemon_stopped", "server_started", "reboot_detected",
     "queue_paused", "queue_resumed", "config_reloaded", "config_reload_failed",
-    "message_delivered", "message_failed",
+    "message_delivered", "message_failed", "checkin_added", "checkin_due", "checkin_removed",
 )
 #: What a running project's agent does (``agent_state.py``): one event per change of its state.
 AGENT_KINDS: tuple[str, ...] = ("state_changed",)

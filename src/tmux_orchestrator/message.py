@@ -44,7 +44,7 @@ FINAL = frozenset({MessageStatus.DELIVERED, MessageStatus.FAILED})
 
 #: The columns of ``messages``, in the order :func:`row_to_message` reads them.
 MESSAGE_COLUMNS = ("id, project_id, attempt, kind, body, status, reason, created_at, delivered_at, "
-                   "tries")
+                   "tries, when_waiting, checkin_id")
 
 
 @dataclass
@@ -61,6 +61,10 @@ class Message:
     created_at: datetime | None = None
     delivered_at: datetime | None = None
     tries: int = 0
+    #: Held until the project's agent is ``waiting`` or ``idle`` (``tmo send --when-waiting``).
+    when_waiting: bool = False
+    #: The check-in it was sent for, if any (:mod:`~tmux_orchestrator.checkin`).
+    checkin_id: int | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -76,6 +80,6 @@ class Message:
             "status": self.status.value, "reason": self.reason,
             "created_at": format_time(self.created_at) if self.created_at else None,
             "delivered_at": format_time(self.delivered_at) if self.delivered_at else None,
-            "tries": self.tries,
+            "tries": self.tries, "when_waiting": self.when_waiting, "checkin_id": self.checkin_id,
         }
 

@@ -18,13 +18,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tmux_orchestrator.checkin import Checkin
 from tmux_orchestrator.config import Settings, load_settings
+from tmux_orchestrator.durations import format_duration_exact
 from tmux_orchestrator.environment import CapturedEnvironment, capture_environment, is_env_name
 from tmux_orchestrator.errors import (
     InvalidBatch,
     InvalidTransition,
     NotRunning,
     OrchestratorError,
+    ProjectNotFound,
     TmuxError,
     UsageError,
 )
@@ -566,10 +569,12 @@ class Orchestrator:
         return self.store.get(project_id)
 
     # -- talking to a running project ---------------------------------------------------------
-    def send(self, project_id: int, text: str | None = None, *, keys: Sequence[str] = ()) -> Message:
+    def send(self, project_id: int, text: str | None = None, *, keys: Sequence[str] = (),
+             when_waiting: bool = False) -> Message:
         """Queue ``text`` (pasted, then submitted with Enter) or ``keys`` (tmux key names such as
         ``C-c``) for the running project ``project_id``; the daemon running it delivers it exactly
-        once (:mod:`~tmux_orchestrator.sending`). Raises :class:`NotRunning` if it does not run."""
+        once (:mod:`~tmux_orchestrator.sending`), with ``when_waiting`` only once its agent is
+        ``waiting`` or ``idle``. Raises :class:`NotRunning` if it does not run."""
         if (text is None) == (not keys):
             raise UsageError("give either a text or --keys KEY..., not both or neither")
         if text is not None:
@@ -584,13 +589,52 @@ class Orchestrator:
                     raise UsageError(f"{key!r} is not a tmux key name; give names such as C-c, "
                                      "Enter, Escape, Up")
             kind, body = MessageKind.KEYS, json.dumps(list(keys))
+        project = self._running_project(project_id, "send to a running project")
+        message = self.store.add_message(project_id, project.attempt, kind, body,
+                                         when_waiting=when_waiting)
+        self.poke_daemon()
+        return message
+
+    def _running_project(self, project_id: int, hint: str) -> Project:
         project = self.store.get(project_id)
         if project.status != ProjectStatus.PROCESSING:
             raise NotRunning(f"project {project_id} is not running (it is {project.status.value}); "
-                             "send to a running project")
-        message = self.store.add_message(project_id, project.attempt, kind, body)
+                             f"{hint}")
+        return project
+
+    def add_checkin(self, project_id: int, text: str, *, every: float) -> Checkin:
+        """Send ``text`` to the running project ``project_id`` every ``every`` seconds, each time
+        only once its agent is ``waiting`` or ``idle`` (:mod:`~tmux_orchestrator.checkin`); it ends
+        with the project's run. Raises :class:`NotRunning` if it does not run."""
+        if not text:
+            raise UsageError("the check-in text is empty; give the text to send")
+        if "\0" in text:
+            raise UsageError("the text contains a NUL character; remove it")
+        if not 0 < every <= MAX_DURATION:
+            raise UsageError("--every must be more than 0 and at most 10 years, e.g. 30m")
+        project = self._running_project(project_id, "add check-ins to a running project")
+        checkin = self.store.add_checkin(project_id, project.attempt, every, text)
+        self.store.append_event("checkin_added", source=self.source, project=project,
+                                message=f"check-in {checkin.id} every {format_duration_exact(every)}")
         self.poke_daemon()
-        return message
+        return checkin
+
+    def checkins(self) -> list[Checkin]:
+        """Every check-in of a running project, oldest first."""
+        return self.store.checkins()
+
+    def remove_checkin(self, checkin_id: int) -> Checkin:
+        """Delete check-in ``checkin_id`` (a message of it already queued is still delivered)."""
+        checkin = self.store.remove_checkin(checkin_id)
+        if checkin is None:
+            raise UsageError(f"no check-in {checkin_id}; see tmo checkin --list")
+        try:
+            project: Project | None = self.store.get(checkin.project_id)
+        except ProjectNotFound:
+            project = None
+        self.store.append_event("checkin_removed", source=self.source, project=project,
+                                message=f"check-in {checkin.id} removed")
+        return checkin
 
     def message(self, message_id: int) -> Message:
         """The message ``message_id`` (:meth:`send`)."""

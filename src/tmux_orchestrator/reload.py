@@ -30,6 +30,7 @@ LIVE: tuple[str, ...] = (
     "reconcile_interval", "db_poll_interval", "kill_grace", "orphan_policy", "log_retention_days",
     "log_retention_mb", "reboot_policy", "pause_after_reboot", "host_lease", "env_exclude",
     "history_limit", "window_size", "send_settle_delay", "agent_idle_after",
+    "idle_timeout_waiting",
 )
 #: config.toml tables and keys of the event delivery: a change restarts the delivery threads.
 DELIVERY: tuple[str, ...] = ("hooks", "webhooks", "emails", "smtp", "hook_concurrency")

@@ -11,6 +11,10 @@ One worker thread, woken by the daemon on every database change. For a text mess
 5. the row becomes ``delivered`` (or ``failed`` with a reason), with a ``message_delivered`` /
    ``message_failed`` event.
 
+A message marked ``when_waiting`` (``tmo send --when-waiting``, every check-in) stays queued until
+the project's agent state is ``waiting`` or ``idle``. Each pass first queues such a message for every
+check-in that is due (:mod:`~tmux_orchestrator.checkin`).
+
 A daemon killed between 1 and 5 leaves the row ``delivering``: the next daemon fails it ("daemon
 stopped during delivery") rather than risk pasting it twice.
 """
@@ -21,7 +25,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
+from tmux_orchestrator.agent_state import AgentState
 from tmux_orchestrator.config import Settings
 from tmux_orchestrator.errors import OrchestratorError, ProjectNotFound
 from tmux_orchestrator.message import Message, MessageKind, MessageStatus
@@ -90,11 +96,15 @@ class MessageSender:
             self._finish(stale, MessageStatus.QUEUED, MessageStatus.FAILED,
                          f"attempt {stale.attempt} of project {stale.project_id} was no longer running")
         running = self.running()
+        self.queue_due_checkins(running)
+        waiting: dict[int, bool] = {}
         for message in self.store.messages(MessageStatus.QUEUED, list(running)):
             if self._stopping:
                 return
             project = running.get(message.project_id)
             if project is None:
+                continue
+            if message.when_waiting and not self._waits(message, waiting):
                 continue
             if message.attempt != project.attempt:
                 self._finish(message, MessageStatus.QUEUED, MessageStatus.FAILED,
@@ -109,6 +119,34 @@ class MessageSender:
                 self._finish(message, MessageStatus.DELIVERING, MessageStatus.FAILED, str(exc))
                 continue
             self._finish(message, MessageStatus.DELIVERING, MessageStatus.DELIVERED, None, tries)
+
+    def queue_due_checkins(self, running: dict[int, Project]) -> None:
+        """Queue one ``when_waiting`` message for each due check-in of the projects running here
+        that has none pending."""
+        now = datetime.now(UTC)
+        for checkin in self.store.checkins(list(running)):
+            project = running.get(checkin.project_id)
+            if (project is None or project.attempt != checkin.attempt or checkin.pending
+                    or checkin.due_at > now):
+                continue
+            message = self.store.add_message(checkin.project_id, checkin.attempt, MessageKind.TEXT,
+                                             checkin.body, when_waiting=True, checkin_id=checkin.id)
+            self.store.append_event("checkin_due", source="daemon", project=project,
+                                    message=f"check-in {checkin.id} due: message {message.id} held "
+                                            "until the agent waits")
+
+    def _waits(self, message: Message, known: dict[int, bool]) -> bool:
+        """Whether the agent of the message's project is ``waiting`` or ``idle`` now (read once per
+        pass and project: the daemon's own rows do not follow ``tmo state``)."""
+        if message.project_id not in known:
+            try:
+                project = self.store.get(message.project_id)
+            except ProjectNotFound:
+                project = None
+            known[message.project_id] = (
+                project is not None and project.attempt == message.attempt
+                and project.agent_state in (AgentState.WAITING, AgentState.IDLE))
+        return known[message.project_id]
 
     def _deliver(self, message: Message, project: Project) -> int:
         """Paste and submit (or send the keys of) one message; returns how many Enters or sends."""
@@ -144,6 +182,8 @@ class MessageSender:
         except ProjectNotFound:
             project = None  # removed meanwhile: the event still says what became of the message
         what = f"message {message.id} ({message.kind.value}, {len(message.body.encode())} bytes)"
+        if message.checkin_id is not None:
+            what += f" of check-in {message.checkin_id}"
         if status == MessageStatus.DELIVERED:
             done = (f"{what} delivered, Enter pressed {tries} time(s)"
                     if message.kind == MessageKind.TEXT else f"{what} delivered")

@@ -426,7 +426,8 @@ class Watcher:
             )
 
     def check_idle(self, now: float) -> None:
-        """End projects that printed nothing for their ``--idle-timeout``; reopen a pipe log that
+        """End projects that printed nothing for their ``--idle-timeout`` (unless their agent is
+        ``waiting`` for an answer and ``idle_timeout_waiting`` is off); reopen a pipe log that
         was deleted (its output would be lost, and its size could not tell activity any more).
 
         The log's size tells activity cheaply; before a project is ended, tmux's own record of the
@@ -465,10 +466,22 @@ class Watcher:
             if last is not None and wall - last < (running.idle_timeout or 0):
                 running.last_output = now - (wall - last)
                 continue
+            if not self.settings.idle_timeout_waiting and self._waits(running):
+                running.last_output = now  # time spent waiting for an answer does not count
+                continue
             self.end_running(
                 project_id, ProjectStatus.FAILED, outcome=Outcome.IDLE,
                 message=f"no output for {running.idle_timeout:g}s", reason="idle timeout",
             )
+
+    def _waits(self, running: Running) -> bool:
+        """Whether the project's agent is ``waiting`` for input now (read from its row: ``tmo state``
+        writes it there, not to the daemon's copy)."""
+        try:
+            project = self.store.get(running.project.id)
+        except OrchestratorError:
+            return False
+        return project.attempt == running.project.attempt and project.agent_state == AgentState.WAITING
 
     def _note_activity(self, running: Running, grew: bool, now: float) -> None:
         """The activity source of the agent state: ``working`` when the log grew since the last look,

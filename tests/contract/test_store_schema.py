@@ -27,7 +27,8 @@ def test_tables_and_columns_are_the_sqlite_schemas(store: Store, backend: Backen
         expected = reference.columns()
     finally:
         reference.close_all()
-    assert set(expected) == {"project_queue", "events", "settings", "cleanup_claims", "hosts", "messages"}
+    assert set(expected) == {"project_queue", "events", "settings", "cleanup_claims", "hosts", "messages",
+                             "checkins"}
     assert backend.columns() == expected
 
 

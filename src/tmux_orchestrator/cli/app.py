@@ -106,6 +106,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "tmux_orchestrator.cli.hosts": ("hosts",),
     "tmux_orchestrator.cli.server": ("server",),
     "tmux_orchestrator.cli.messages": ("send", "peek"),
+    "tmux_orchestrator.cli.checkins": ("checkin",),
     "tmux_orchestrator.cli.agent_state": ("state", "agent-hooks"),
 }
 

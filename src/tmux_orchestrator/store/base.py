@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tmux_orchestrator.agent_state import AgentState, StateSource
+from tmux_orchestrator.checkin import Checkin
 from tmux_orchestrator.message import Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.timestamps import format_time
@@ -335,8 +336,10 @@ class Store(Protocol):
         """The stored concurrency; 1 when unset or not a positive whole number."""
 
     # -- messages (tmo send) -----------------------------------------------------------------
-    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str) -> Message:
-        """Queue a message for attempt ``attempt`` of a project."""
+    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str, *,
+                    when_waiting: bool = False, checkin_id: int | None = None) -> Message:
+        """Queue a message for attempt ``attempt`` of a project (held until its agent waits with
+        ``when_waiting``; sent for check-in ``checkin_id``)."""
 
     def get_message(self, message_id: int) -> Message | None:
         """The message ``message_id``, None when there is none."""
@@ -352,3 +355,13 @@ class Store(Protocol):
                        reason: str | None = None, tries: int | None = None) -> bool:
         """Move a message from ``expected`` to ``status`` (``delivered`` stamps ``delivered_at``);
         False, and nothing changed, when it was not in ``expected``."""
+
+    # -- check-ins (tmo checkin) ------------------------------------------------------------
+    def add_checkin(self, project_id: int, attempt: int, every: float, body: str) -> Checkin:
+        """Schedule ``body`` every ``every`` seconds for attempt ``attempt`` of a project."""
+
+    def checkins(self, project_ids: list[int] | None = None) -> list[Checkin]:
+        """The check-ins of the projects ``project_ids`` (all with None), oldest first."""
+
+    def remove_checkin(self, checkin_id: int) -> Checkin | None:
+        """Delete check-in ``checkin_id``; returns it, None when there was none."""

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from tmux_orchestrator.agent_state import AgentState, StateSource
 from tmux_orchestrator.agent_state import change as agent_state_change
 from tmux_orchestrator.agent_state import describe as describe_state_change
+from tmux_orchestrator.checkin import CHECKIN_SELECT, Checkin
 from tmux_orchestrator.errors import InvalidTransition, ProjectNotFound
 from tmux_orchestrator.message import MESSAGE_COLUMNS, Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus, predecessors
@@ -36,6 +37,7 @@ from tmux_orchestrator.store.base import Claim, Event, EventRow, Host, NewProjec
 from tmux_orchestrator.store.postgres_connection import Conn, PgConnection
 from tmux_orchestrator.store.rows import (
     PROJECT_COLUMNS,
+    row_to_checkin,
     row_to_event,
     row_to_host,
     row_to_message,
@@ -696,11 +698,14 @@ class PostgresStore:
             "INSERT INTO settings (key, value) VALUES (%s, %s) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value), prepare=True))
 
-    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str) -> Message:
-        """Queue a message for attempt ``attempt`` of a project."""
+    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str, *,
+                    when_waiting: bool = False, checkin_id: int | None = None) -> Message:
+        """Queue a message for attempt ``attempt`` of a project (held until its agent waits with
+        ``when_waiting``; sent for check-in ``checkin_id``)."""
         row = self._db.write(lambda conn: conn.execute(
-            f"INSERT INTO messages (project_id, attempt, kind, body) VALUES (%s, %s, %s, %s) "
-            f"RETURNING {MESSAGE_COLUMNS}", (project_id, attempt, kind.value, body)).fetchone())
+            "INSERT INTO messages (project_id, attempt, kind, body, when_waiting, checkin_id) "
+            f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {MESSAGE_COLUMNS}",
+            (project_id, attempt, kind.value, body, when_waiting, checkin_id)).fetchone())
         return row_to_message(row)
 
     def get_message(self, message_id: int) -> Message | None:
@@ -734,6 +739,31 @@ class PostgresStore:
             "THEN clock_timestamp() ELSE delivered_at END WHERE id = %s AND status = %s",
             (status.value, reason, tries, status.value, message_id, expected.value)).rowcount)
         return count == 1
+
+    def add_checkin(self, project_id: int, attempt: int, every: float, body: str) -> Checkin:
+        """Schedule ``body`` every ``every`` seconds for attempt ``attempt`` of a project."""
+        row = self._db.write(lambda conn: conn.execute(
+            "INSERT INTO checkins (project_id, attempt, every, body) VALUES (%s, %s, %s, %s) "
+            "RETURNING id", (project_id, attempt, every, body)).fetchone())
+        assert row is not None  # RETURNING always gives the row
+        return self._checkins("WHERE c.id = %s", (row[0],))[0]
+
+    def checkins(self, project_ids: list[int] | None = None) -> list[Checkin]:
+        """The check-ins of the projects ``project_ids`` (all with None), oldest first."""
+        if project_ids is None:
+            return self._checkins("", ())
+        return self._checkins("WHERE c.project_id = ANY(%s)", (project_ids,)) if project_ids else []
+
+    def remove_checkin(self, checkin_id: int) -> Checkin | None:
+        """Delete check-in ``checkin_id``; returns it, None when there was none."""
+        found = self._checkins("WHERE c.id = %s", (checkin_id,))
+        if not found:
+            return None
+        self._db.write(lambda conn: conn.execute("DELETE FROM checkins WHERE id = %s", (checkin_id,)))
+        return found[0]
+
+    def _checkins(self, where: str, params: tuple[Any, ...]) -> list[Checkin]:
+        return [row_to_checkin(r) for r in self._rows(f"{CHECKIN_SELECT} {where} ORDER BY c.id", params)]
 
     def concurrency(self) -> int:
         """The stored concurrency; 1 when unset, or when a hand edit left something that is not a

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tmux_orchestrator.agent_state import AgentState, StateSource
+from tmux_orchestrator.checkin import Checkin
 from tmux_orchestrator.message import Message, MessageKind, MessageStatus
 from tmux_orchestrator.project import Outcome, Project, ProjectStatus
 from tmux_orchestrator.store.base import Event, Host
@@ -410,5 +411,15 @@ def row_to_message(row: Any) -> Message:
         id=int(row[0]), project_id=int(row[1]), attempt=int(row[2]), kind=MessageKind(row[3]),
         body=str(row[4]), status=MessageStatus(row[5]), reason=row[6],
         created_at=parse_time_or_none(row[7]), delivered_at=parse_time_or_none(row[8]),
-        tries=int(row[9]),
+        tries=int(row[9]), when_waiting=bool(row[10]),
+        checkin_id=int(row[11]) if row[11] is not None else None,
+    )
+
+
+def row_to_checkin(row: Any) -> Checkin:
+    """A :class:`~tmux_orchestrator.checkin.Checkin` from a row of ``CHECKIN_SELECT``."""
+    return Checkin(
+        id=int(row[0]), project_id=int(row[1]), attempt=int(row[2]), every=float(row[3]),
+        body=str(row[4]), created_at=parse_time(row[5]) or datetime.now(UTC),
+        last_at=parse_time_or_none(row[6]), pending=bool(row[7]),
     )

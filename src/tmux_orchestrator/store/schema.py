@@ -226,6 +226,33 @@ BEGIN
     WHERE id = NEW.id;
 END;
 """,
+    # 5: conditional messages and check-ins (checkin.py): a message may wait for the agent to wait
+    # (`tmo send --when-waiting`, and every check-in's message); a check-in is a schedule of one
+    # project attempt, removed when that attempt stops running, whoever stops it.
+    f"""
+ALTER TABLE messages ADD COLUMN when_waiting INTEGER NOT NULL DEFAULT 0 CHECK (when_waiting IN (0, 1));
+ALTER TABLE messages ADD COLUMN checkin_id INTEGER;       -- the check-in it was sent for
+CREATE INDEX messages_checkin ON messages (checkin_id) WHERE checkin_id IS NOT NULL;
+CREATE TABLE checkins (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id    INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    every         REAL NOT NULL CHECK (typeof(every) IN ('real', 'integer') AND every > 0),  -- seconds
+    body          TEXT NOT NULL,
+    created_at    TEXT NOT NULL DEFAULT ({NOW})
+);
+CREATE TRIGGER project_queue_checkins_end
+AFTER UPDATE OF status ON project_queue
+WHEN NEW.status IS NOT OLD.status AND OLD.status = 'processing'
+BEGIN
+    DELETE FROM checkins WHERE project_id = NEW.id;
+END;
+CREATE TRIGGER project_queue_checkins_removed
+AFTER DELETE ON project_queue
+BEGIN
+    DELETE FROM checkins WHERE project_id = OLD.id;
+END;
+""",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from tmux_orchestrator.agent_state import AgentState, StateSource
 from tmux_orchestrator.agent_state import change as agent_state_change
 from tmux_orchestrator.agent_state import describe as describe_state_change
+from tmux_orchestrator.checkin import CHECKIN_SELECT, Checkin
 from tmux_orchestrator.errors import (
     InvalidTransition,
     ProjectNotFound,
@@ -38,6 +39,7 @@ from tmux_orchestrator.store.rows import (
     now_text,
     parse_time,
     parse_time_or_none,
+    row_to_checkin,
     row_to_event,
     row_to_host,
     row_to_message,
@@ -888,12 +890,15 @@ class SqliteStore:
                 (key, value),
             )
 
-    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str) -> Message:
-        """Queue a message for attempt ``attempt`` of a project."""
+    def add_message(self, project_id: int, attempt: int, kind: MessageKind, body: str, *,
+                    when_waiting: bool = False, checkin_id: int | None = None) -> Message:
+        """Queue a message for attempt ``attempt`` of a project (held until its agent waits with
+        ``when_waiting``; sent for check-in ``checkin_id``)."""
         with self._write() as conn:
             row = conn.execute(
-                f"INSERT INTO messages (project_id, attempt, kind, body) VALUES (?, ?, ?, ?) "
-                f"RETURNING {MESSAGE_COLUMNS}", (project_id, attempt, kind.value, body)).fetchone()
+                f"INSERT INTO messages (project_id, attempt, kind, body, when_waiting, checkin_id) "
+                f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}",
+                (project_id, attempt, kind.value, body, when_waiting, checkin_id)).fetchone()
         return row_to_message(row)
 
     def get_message(self, message_id: int) -> Message | None:
@@ -929,6 +934,35 @@ class SqliteStore:
                 f"THEN {NOW} ELSE delivered_at END WHERE id = ? AND status = ?",
                 (status.value, reason, tries, status.value, message_id, expected.value))
             return cursor.rowcount == 1
+
+    def add_checkin(self, project_id: int, attempt: int, every: float, body: str) -> Checkin:
+        """Schedule ``body`` every ``every`` seconds for attempt ``attempt`` of a project."""
+        with self._write() as conn:
+            checkin_id = conn.execute(
+                "INSERT INTO checkins (project_id, attempt, every, body) VALUES (?, ?, ?, ?) "
+                "RETURNING id", (project_id, attempt, every, body)).fetchone()[0]
+        return self._checkins("WHERE c.id = ?", (checkin_id,))[0]
+
+    def checkins(self, project_ids: list[int] | None = None) -> list[Checkin]:
+        """The check-ins of the projects ``project_ids`` (all with None), oldest first."""
+        if project_ids is None:
+            return self._checkins("", ())
+        if not project_ids:
+            return []
+        marks = ", ".join("?" * len(project_ids))
+        return self._checkins(f"WHERE c.project_id IN ({marks})", tuple(project_ids))
+
+    def remove_checkin(self, checkin_id: int) -> Checkin | None:
+        """Delete check-in ``checkin_id``; returns it, None when there was none."""
+        found = self._checkins("WHERE c.id = ?", (checkin_id,))
+        if not found:
+            return None
+        with self._write() as conn:
+            conn.execute("DELETE FROM checkins WHERE id = ?", (checkin_id,))
+        return found[0]
+
+    def _checkins(self, where: str, params: tuple[Any, ...]) -> list[Checkin]:
+        return [row_to_checkin(r) for r in self._read(f"{CHECKIN_SELECT} {where} ORDER BY c.id", params)]
 
     def is_shared(self) -> bool:
         """False: a SQLite file is one host's (a network file system is not supported)."""
