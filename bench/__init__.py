@@ -11,7 +11,8 @@
 * :mod:`bench.soak` - the chaos suite for longer: daemon and tmux server kills under load;
 * :mod:`bench.hosts` - 1, 2 and 4 hosts on one PostgreSQL queue beside SQLite: hand-off, throughput,
   cross-host SQL-to-kill (needs PostgreSQL: ``TMO_BENCH_POSTGRES``);
-* :mod:`bench.cli` - the wall time of one ``tmo`` process per command, beside a bare Python start.
+* :mod:`bench.cli` - the wall time of one ``tmo`` process per command, beside a bare Python start;
+* :mod:`bench.messages` - ``tmo send`` to 10 fake agents: send-to-submitted latency, exactly once.
 
 Results go to ``bench/results/<timestamp>-<mode>.json`` and ``latest-<mode>.json`` (with a PNG
 plot when matplotlib is installed: ``pip install -e '.[bench]'``); ``python -m bench report``
@@ -40,6 +41,7 @@ MODES: dict[str, dict[str, Any]] = {
         "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 10, "projects": 40, "concurrency": 4,
                   "work": 0.2, "sql_kill": 10, "sql_kill_idle": 3},
         "cli": {"runs": 10, "small_queue": 20, "rows": 10000, "rows_runs": 3},
+        "messages": {"agents": 10, "messages": 100, "cli_sends": 5},
     },
     "full": {
         "handoff": 300,
@@ -54,5 +56,6 @@ MODES: dict[str, dict[str, Any]] = {
         "hosts": {"host_counts": [1, 2, 4], "handoffs_per_host": 40, "projects": 200, "concurrency": 4,
                   "work": 0.2, "sql_kill": 60, "sql_kill_idle": 12},
         "cli": {"runs": 40, "small_queue": 20, "rows": 10000, "rows_runs": 9},
+        "messages": {"agents": 10, "messages": 1000, "cli_sends": 20},
     },
 }

@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import tmux_orchestrator
-from bench import MODES, SCHEMA_VERSION, cli, end_detection, handoff, hosts, peers, scale, soak, sql_kill
+from bench import (
+    MODES,
+    SCHEMA_VERSION,
+    cli,
+    end_detection,
+    handoff,
+    hosts,
+    messages,
+    peers,
+    scale,
+    soak,
+    sql_kill,
+)
 from bench.harness import scrub_environment, tmo_argv
 from bench.machine import busy_percent, cpu_ticks, describe, git_revision, tree_digest
 from bench.plot import MISSING, write_plot
@@ -35,6 +47,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     soak.NAME: soak.run,
     hosts.NAME: hosts.run,
     cli.NAME: cli.run,
+    messages.NAME: messages.run,
 }
 
 

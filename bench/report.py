@@ -59,6 +59,9 @@ GOALS: dict[str, dict[str, Any]] = {
     "cleanup_of_500_sessions_under_2s": {
         "bench": "scale", "path": ("running", "cleanup", "median_s"), "op": "<", "limit": 2.0, "unit": "s",
         "requires": (("running", "cleanup", "sessions"), 500)},
+    "messages_delivered_exactly_once_100pct": {
+        "bench": "messages", "path": ("delivery", "delivered_once_percent"), "op": ">=", "limit": 100.0,
+        "unit": "%", "requires": (("delivery", "sent"), 1000)},
 }
 
 
@@ -153,6 +156,11 @@ def headline(name: str, result: dict[str, Any]) -> list[str]:
                      f"{fig.get('server_kills')} server kills, {fig.get('wall_s')} s, lost "
                      f"{fig.get('lost')} (false {fig.get('false_lost')}), invariants "
                      f"{'all held' if all(result.get('invariants', {}).values()) else 'VIOLATED'}")
+    elif name == "messages":
+        d = result.get("delivery", {})
+        lines.append(f"{d.get('sent')} sent, delivered once {d.get('delivered_once')}, lost {d.get('lost')}, "
+                     f"doubled {d.get('doubled')}, corrupted {d.get('corrupted')}, misrouted "
+                     f"{d.get('misrouted')}; rows {d.get('row_status')}, Enter presses {d.get('row_tries')}")
     return lines
 
 
@@ -391,4 +399,34 @@ def _cli(bench: str, result: dict[str, Any]) -> list[str]:
     return lines
 
 
-_RENDERERS = {"peers": _peers, "scale": _scale, "soak": _soak, "hosts": _hosts, "cli": _cli}
+def _messages(bench: str, result: dict[str, Any]) -> list[str]:
+    summary = result.get("summary", {})
+    sent_via = result.get("config", {}).get("sent_via", {})
+    labels = {"send_to_submitted_ms": "**send -> submitted**, all",
+              "send_to_submitted_api_ms": f"of which sent with the API ({sent_via.get('api', 0)})",
+              "send_to_submitted_cli_ms": f"of which sent with `tmo send` ({sent_via.get('cli', 0)})",
+              "first_of_a_round_ms": "first submission of a round, from its first send (no wait)",
+              "between_submissions_in_a_round_ms": "between consecutive submissions of a round",
+              "row_created_to_delivered_ms": "row `created_at` -> `delivered_at` (after the Enter check)"}
+    lines = [result.get("description", ""), "",
+             "| figure (ms) | n | median | p90 | p99 | max |", "|---|---|---|---|---|---|"]
+    for key, label in labels.items():
+        stats = summary.get(key, {})
+        if stats.get("n"):
+            lines.append(f"| {label} | {stats['n']} | {_fmt(stats['median'])} | {_fmt(stats['p90'])} "
+                         f"| {_fmt(stats['p99'])} | {_fmt(stats['max'])} |")
+    d = result.get("delivery", {})
+    statuses = ", ".join(f"{k} {v}" for k, v in d.get("row_status", {}).items())
+    tries = ", ".join(f"{k}: {v}" for k, v in d.get("row_tries", {}).items())
+    lines += ["", "| sent | delivered once | lost | doubled | corrupted | misrouted | message rows | "
+              "Enter presses per message |", "|---|---|---|---|---|---|---|---|",
+              f"| {d.get('sent')} | {d.get('delivered_once')} ({_fmt(d.get('delivered_once_percent'))} %) "
+              f"| {d.get('lost')} | {d.get('doubled')} | {d.get('corrupted')} | {d.get('misrouted')} "
+              f"| {statuses} | {tries} |", "",
+              f"{result.get('wall_s')} s in all, {_fmt(result.get('messages_per_s'))} messages/s; CPU "
+              f"seconds: {result.get('cpu_seconds')}.", ""]
+    return lines
+
+
+_RENDERERS = {"peers": _peers, "scale": _scale, "soak": _soak, "hosts": _hosts, "cli": _cli,
+              "messages": _messages}
