@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from chaos.support import DaemonProcess
 from faults.support import Ledger
 from tmux_orchestrator import naming
 from tmux_orchestrator.config import Settings, load_settings
@@ -32,40 +32,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 STATUS_KINDS = {"queued", "started", "completed", "failed", "cancelled", "retried", "requeued"}
 CLEANUP_KINDS = {"output_saved", "backup_failed", "session_killed", "lingering_cleaned"}
 CONCURRENCY = 4
-
-
-class DaemonProcess:
-    """``tmo daemon run`` as a child process that the test may SIGKILL at any moment."""
-
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
-        self.home = home
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    def start(self) -> None:
-        log = open(self.home / "daemon-chaos.out", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tmux_orchestrator", "daemon", "run", "--concurrency", str(CONCURRENCY),
-             "--quiet"],
-            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
-        log.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,7 +68,7 @@ def test_chaos_keeps_every_invariant(tmo_settings: Settings) -> None:
         enqueued.append(project.id)
     stubborn = {pid for n, pid in enumerate(enqueued) if n % 40 == 7}
 
-    daemon = DaemonProcess(home, env)
+    daemon = DaemonProcess(home, env, concurrency=CONCURRENCY, log_name="daemon-chaos.out", stop_wait=10)
     daemon.start()
     stop_writers = threading.Event()
     writer_errors: list[str] = []

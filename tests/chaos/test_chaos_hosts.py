@@ -15,8 +15,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -26,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from acceptance.proxy import CuttableProxy
+from chaos.support import DaemonProcess
 from faults.support import Ledger
 from tmux_orchestrator.config import Settings, load_settings
 from tmux_orchestrator.orchestrator import Orchestrator
@@ -46,7 +45,7 @@ CONCURRENCY = 3
 LEASE = "5s"
 
 
-class HostProcess:
+class HostProcess(DaemonProcess):
     """One host: a home, and its ``tmo daemon run`` as a child the test may SIGKILL at any moment."""
 
     def __init__(self, name: str, database_url: str, hook_out: Path) -> None:
@@ -60,33 +59,11 @@ class HostProcess:
             f'command = ["sh", "-c", "echo $TMO_EVENT_ID $DELIVERER >> {hook_out}"]\n'
             f'env = {{ DELIVERER = "{name}" }}\n')
         (self.home / "config.toml").chmod(0o600)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
+        super().__init__(self.home, self.env, concurrency=CONCURRENCY, log_name="daemon.log", stop_wait=15)
 
     @property
     def settings(self) -> Settings:
         return load_settings(self.home, self.env["TMO_DATABASE_URL"])
-
-    def start(self) -> None:
-        with open(self.home / "daemon.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tmux_orchestrator", "daemon", "run", "--concurrency",
-                 str(CONCURRENCY), "--quiet"], env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
     def _server(self) -> OrchestratorServer:
         """This host's tmux server, without its database (beta's may be cut off)."""
