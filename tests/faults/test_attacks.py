@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,23 +146,6 @@ def test_a_hand_edited_session_name_never_reaches_another_project(tmo: Tmo, daem
     assert not [e for e in tmo.events() if e["kind"] == "kill_unconfirmed"]
     retry_until(lambda: tmo.project(edited)["session_closed_at"] is not None, timeout=10,
                 message="the edited project's session to be closed")
-
-
-@pytest.fixture
-def small_home() -> Iterator[Path]:
-    """A 1 MB tmpfs to hold a home (as root), unmounted afterwards."""
-    mount = Path(tempfile.mkdtemp(prefix="tmo-full-"))
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        mount.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        with contextlib.suppress(OSError):
-            mount.rmdir()
 
 
 def test_a_full_home_disk_fails_no_project(small_home: Path, tmo_home: Path) -> None:

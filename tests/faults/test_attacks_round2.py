@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from acceptance.support import DaemonControl, Tmo, pid_alive, run_sql, wait_session
 from tmux_orchestrator.testing import retry_until
@@ -36,23 +32,6 @@ def test_a_process_that_only_copies_the_marks_is_not_the_projects(tmo: Tmo, daem
     finally:
         bystander.kill()
         bystander.wait(10)
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 3 MB tmpfs (as root), unmounted afterwards."""
-    mount = Path(tempfile.mkdtemp(prefix="tmo-disk-"))
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        mount.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        with contextlib.suppress(OSError):
-            mount.rmdir()
 
 
 def test_an_exit_during_a_full_disk_survives_a_daemon_kill(small_disk: Path) -> None:

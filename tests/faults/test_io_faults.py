@@ -3,14 +3,11 @@ disk delays what the daemon records but loses nothing, and the daemon outlives i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,23 +91,6 @@ def test_a_daemon_whose_home_was_deleted_stops_and_the_next_one_starts_afresh(
     finally:
         if pid_alive(server):  # the old server's socket went with the home: end it by pid
             os.kill(server, signal.SIGKILL)
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 3 MB tmpfs (as root), unmounted afterwards."""
-    mount = Path(tempfile.mkdtemp(prefix="tmo-disk-"))
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        mount.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-        with contextlib.suppress(OSError):
-            mount.rmdir()
 
 
 def test_a_full_disk_delays_but_loses_nothing(small_disk: Path, daemon: DaemonControl) -> None:
