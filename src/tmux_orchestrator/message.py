@@ -8,6 +8,7 @@ text a second time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,15 +69,28 @@ class Message:
 
     @property
     def keys(self) -> list[str]:
-        """The key names of a ``keys`` message."""
-        value = json.loads(self.body)
-        return [str(k) for k in value] if isinstance(value, list) else []
+        """The key names of a ``keys`` message; ValueError for a body (written by hand) that is not
+        a JSON list of names."""
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            value = None
+        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+            raise ValueError("its body is not a JSON list of key names")
+        return value
+
+    def _shown_body(self) -> str | list[str]:
+        """The body for JSON: a keys message's list of names (as stored if it is not one)."""
+        if self.kind == MessageKind.KEYS:
+            with contextlib.suppress(ValueError):
+                return self.keys
+        return self.body
 
     def to_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values (keys as a list)."""
         return {
             "id": self.id, "project_id": self.project_id, "attempt": self.attempt,
-            "kind": self.kind.value, "body": self.keys if self.kind == MessageKind.KEYS else self.body,
+            "kind": self.kind.value, "body": self._shown_body(),
             "status": self.status.value, "reason": self.reason,
             "created_at": format_time(self.created_at) if self.created_at else None,
             "delivered_at": format_time(self.delivered_at) if self.delivered_at else None,

@@ -115,7 +115,9 @@ class MessageSender:
                 continue  # failed meanwhile (its attempt ended)
             try:
                 tries = self._deliver(message, project)
-            except OrchestratorError as exc:
+            except (OrchestratorError, ValueError) as exc:
+                # ValueError: a row written by hand that cannot be sent (keys that are not a JSON
+                # list, text that is not UTF-8): it fails alone, the others go on.
                 self._finish(message, MessageStatus.DELIVERING, MessageStatus.FAILED, str(exc))
                 continue
             self._finish(message, MessageStatus.DELIVERING, MessageStatus.DELIVERED, None, tries)
@@ -129,8 +131,16 @@ class MessageSender:
             if (project is None or project.attempt != checkin.attempt or checkin.pending
                     or checkin.due_at > now):
                 continue
-            message = self.store.add_message(checkin.project_id, checkin.attempt, MessageKind.TEXT,
-                                             checkin.body, when_waiting=True, checkin_id=checkin.id)
+            try:
+                message = self.store.add_message(checkin.project_id, checkin.attempt, MessageKind.TEXT,
+                                                 checkin.body, when_waiting=True, checkin_id=checkin.id)
+            except (OrchestratorError, ValueError) as exc:
+                # A check-in written by hand that can never be sent (its text is not UTF-8): removed
+                # with its event, instead of failing every delivery pass of this daemon.
+                self.store.remove_checkin(checkin.id)
+                self.store.append_event("checkin_removed", source="daemon", project=project,
+                                        message=f"check-in {checkin.id} cannot be sent: {exc}")
+                continue
             self.store.append_event("checkin_due", source="daemon", project=project,
                                     message=f"check-in {checkin.id} due: message {message.id} held "
                                             "until the agent waits")

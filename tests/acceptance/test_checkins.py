@@ -12,7 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from acceptance.support import DaemonControl, Tmo, poll, wait_session
+from acceptance.support import DaemonControl, Tmo, poll, run_sql, wait_session
 from acceptance.test_send import AGENT, message_row, start_agent, submitted
 
 
@@ -172,3 +172,26 @@ def test_idle_timeout_waiting_ends_a_waiting_agent_too(tmo: Tmo, daemon: DaemonC
     waiting, _ = _idle_pair(tmo, daemon)
     poll(lambda: tmo.project(waiting)["status"] == "failed" or None, timeout=15,
          message="the waiting agent to be ended by its idle timeout")
+
+
+def test_bad_hand_written_rows_fail_alone_and_stop_no_delivery(tmo: Tmo, daemon: DaemonControl) -> None:
+    # One bad row never stops the queue: a check-in whose text is not UTF-8 used to make every
+    # delivery pass fail, and a keys message that is not JSON stayed `delivering` for good.
+    project_id, out = start_agent(tmo, daemon)
+    report(tmo, project_id, "waiting")
+    attempt = tmo.project(project_id)["attempt"]
+    run_sql(tmo.home, "INSERT INTO checkins (project_id, attempt, every, body) "
+                      f"VALUES ({project_id}, {attempt}, 1, 'bad-' || CAST(X'ff' AS TEXT))")
+    run_sql(tmo.home, "INSERT INTO messages (project_id, attempt, kind, body) "
+                      f"VALUES ({project_id}, {attempt}, 'keys', 'not json')")
+    send_and_wait(tmo, project_id, "still delivered")
+    assert texts(out) == ["still delivered"]
+    keys = poll(lambda: (lambda r: r if r["status"] == "failed" else None)(message_row(tmo, 1)),
+                message="the bad keys message to fail")
+    assert keys["reason"], keys
+    # the check-in that cannot be sent is removed (once due), with its event
+    poll(lambda: json.loads(tmo.ok("checkin", "--list", "--json")) == [] or None,
+         message="the check-in that cannot be sent to be removed")
+    assert "checkin_removed" in [e["kind"] for e in tmo.events()]
+    send_and_wait(tmo, project_id, "and after it")
+    assert texts(out) == ["still delivered", "and after it"]
